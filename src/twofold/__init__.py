@@ -1,0 +1,57 @@
+"""twofold: CQRS and event sourcing for Python services.
+
+    from twofold import Aggregate, Command, DomainError, Event, Projection, Query, Service, UnitOfWork
+
+The names here are the public API; backends live in ``twofold.store.sqlite``,
+``twofold.readmodels.sqlite`` and friends, the HTTP apps in ``twofold.http``.
+"""
+
+from twofold.aggregate import Aggregate
+from twofold.commands import CommandResult, UnitOfWork
+from twofold.errors import (
+    BrokerError,
+    ConcurrencyError,
+    ConfigurationError,
+    DomainError,
+    FieldError,
+    InvalidMessage,
+    NotCaughtUp,
+    NotFound,
+    StoreError,
+    TwofoldError,
+)
+from twofold.messages import Command, Envelope, Event, Query
+from twofold.projections import Projection
+from twofold.readmodels import Database
+from twofold.runtime import Runtime
+from twofold.service import Service
+from twofold.store import ANY, NO_STREAM, EventStore, NewEvent, StoredEvent
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "Aggregate",
+    "BrokerError",
+    "Command",
+    "CommandResult",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "Database",
+    "DomainError",
+    "Envelope",
+    "Event",
+    "EventStore",
+    "FieldError",
+    "InvalidMessage",
+    "NewEvent",
+    "NotCaughtUp",
+    "NotFound",
+    "Projection",
+    "Query",
+    "Runtime",
+    "Service",
+    "StoreError",
+    "StoredEvent",
+    "TwofoldError",
+    "UnitOfWork",
+]

@@ -1,0 +1,195 @@
+"""The command side: a handler loads aggregates, decides, and the dispatcher appends atomically.
+
+    async def place_order(command: PlaceOrder, uow: UnitOfWork) -> None:
+        order = await uow.load(Order, command.order_id)
+        uow.emit(order, order.place(command.customer_id, command.lines))
+
+Everything a handler emits, across any number of streams, is appended in one transaction with
+each stream's expected version taken from the state the handler loaded. When another writer got
+there first, the dispatcher runs the handler again on fresh state, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twofold.aggregate import Aggregate
+from twofold.errors import ConcurrencyError, NotFound, StoreError
+from twofold.messages import Command, Envelope, Event, EventTypes
+from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
+
+__all__ = ["CommandDispatcher", "CommandHandler", "CommandResult", "UnitOfWork"]
+
+A = TypeVar("A", bound=Aggregate)
+CommandHandler = Callable[[Any, "UnitOfWork"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a command did: its first stream's new version and the global position of its last event.
+
+    A command that emitted nothing has no ``position``; a repeated command id returns the first result.
+    """
+
+    command_id: str
+    stream_id: str | None
+    version: int | None
+    position: int | None
+    events: Sequence[StoredEvent]
+
+    @classmethod
+    def of(cls, command_id: str, appended: AppendResult, first_stream: str | None) -> CommandResult:
+        stream_id = first_stream or next(iter(appended.versions), None)
+        version = appended.versions.get(stream_id) if stream_id else None
+        return cls(command_id, stream_id, version, appended.position, tuple(appended.events))
+
+
+class UnitOfWork:
+    """What one attempt at a command loaded and emitted; handed to the command's handler."""
+
+    def __init__(self, store: EventStore, envelope: Envelope[Any]) -> None:
+        self._store = store
+        self.envelope = envelope
+        self._states: dict[str, Aggregate] = {}
+        self._expected: dict[str, int] = {}
+        self._pending: dict[str, list[Event]] = {}
+
+    @property
+    def principal(self) -> str | None:
+        """Who sent the command (``None`` when authentication is off)."""
+        return self.envelope.principal
+
+    async def load(self, aggregate_type: type[A], id: str) -> A:
+        """The aggregate's current state; a new, empty one (``version`` 0) if its stream does not exist."""
+        state = aggregate_type(id=id)
+        cached = self._states.get(state.stream_id)
+        if cached is not None:
+            if not isinstance(cached, aggregate_type):
+                raise TypeError(f"Stream {state.stream_id} was loaded as {type(cached).__name__}")
+            return cached
+        version, event_types = 0, _event_types(aggregate_type)
+        async for stored in self._store.read_stream(state.stream_id):
+            if stored.type not in event_types:
+                raise StoreError(
+                    f"Stream {stored.stream_id} holds a {stored.type} event at version {stored.version}, "
+                    f"which {aggregate_type.__name__}.evolve does not name in its annotation"
+                )
+            state = state.evolve(event_types.decode(stored.type, stored.data))
+            version = stored.version
+        state = state.model_copy(update={"version": version})
+        self._states[state.stream_id] = state
+        self._expected[state.stream_id] = version
+        return state
+
+    def emit(self, aggregate: A, events: Event | Iterable[Event]) -> A:
+        """Record ``events`` for ``aggregate``'s stream and return its state after them.
+
+        Emit from the latest state: emitting twice from the same value would decide twice on stale
+        state, so it is refused.
+        """
+        batch = [events] if isinstance(events, Event) else list(events)
+        stream_id = aggregate.stream_id
+        expected = self._expected.setdefault(stream_id, aggregate.version)
+        pending = self._pending.setdefault(stream_id, [])
+        if aggregate.version != expected + len(pending):
+            raise RuntimeError(
+                f"Stale state for stream {stream_id}: emitted from version {aggregate.version}, "
+                f"but this command already brought it to {expected + len(pending)}; emit from the value emit returned"
+            )
+        pending.extend(batch)
+        state = aggregate.fold(batch)
+        self._states[stream_id] = state
+        return state
+
+    def writes(self) -> list[StreamWrite]:
+        """One write per stream that has events, each expecting the version it was loaded at."""
+        metadata = self._metadata()
+        return [
+            StreamWrite(
+                stream_id,
+                [NewEvent(e.type_name, e.model_dump(mode="json"), metadata, schema_version=e.schema_version) for e in events],
+                self._expected[stream_id] or NO_STREAM,
+            )
+            for stream_id, events in self._pending.items()
+            if events
+        ]
+
+    def version_of(self, stream_id: str) -> int:
+        """The version a stream has with this command's events so far."""
+        return self._states[stream_id].version
+
+    @property
+    def first_stream(self) -> str | None:
+        return next((s for s, events in self._pending.items() if events), next(iter(self._states), None))
+
+    def _metadata(self) -> dict[str, Any]:
+        envelope = self.envelope
+        return {
+            "command_id": envelope.message_id,
+            "command_type": envelope.type_name,
+            "correlation_id": envelope.correlation_id,
+            "causation_id": envelope.message_id,
+            "principal": envelope.principal,
+            "tenant": envelope.tenant,
+        }
+
+
+class CommandDispatcher:
+    """Routes each command type to its one handler and appends what the handler decides.
+
+    Args:
+        store: where events are appended.
+        handlers: command class → ``async def handler(command, uow)``.
+        max_attempts: how often a command runs when other writers keep moving its streams on.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        handlers: Mapping[type[Command], CommandHandler],
+        *,
+        max_attempts: int = 5,
+    ) -> None:
+        self._store = store
+        self._handlers = dict(handlers)
+        self._max_attempts = max_attempts
+
+    async def dispatch(self, envelope: Envelope[Command]) -> CommandResult:
+        """Run a command at most once per ``envelope.message_id``; raise what its handler raises."""
+        handler = self._handlers.get(type(envelope.message))
+        if handler is None:
+            raise NotFound(f"No handler for command {envelope.type_name}")
+        command_id = envelope.message_id
+        previous = await self._store.command_result(command_id)
+        if previous is not None:
+            return CommandResult.of(command_id, previous, None)
+        for attempt in range(1, self._max_attempts + 1):
+            uow = UnitOfWork(self._store, envelope)
+            await handler(envelope.message, uow)
+            writes = uow.writes()
+            if not writes:
+                return self._unchanged(command_id, uow)
+            try:
+                appended = await self._store.append_streams(writes, command_id)
+            except ConcurrencyError:
+                if attempt == self._max_attempts:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # spread contending retries apart
+                continue
+            return CommandResult.of(command_id, appended, uow.first_stream)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _unchanged(command_id: str, uow: UnitOfWork) -> CommandResult:
+        stream_id = uow.first_stream
+        return CommandResult(command_id, stream_id, uow.version_of(stream_id) if stream_id else None, None, ())
+
+
+@functools.cache
+def _event_types(aggregate_type: type[Aggregate]) -> EventTypes:
+    return EventTypes(aggregate_type.event_types())

@@ -1,0 +1,146 @@
+"""Commands, events and queries, declared as frozen pydantic models, and the envelope they travel in.
+
+    class PlaceOrder(Command):
+        order_id: str
+        lines: list[OrderLine]
+
+    class OrderPlaced(Event, name="shop.OrderPlaced", version=1):
+        order_id: str
+        lines: list[OrderLine]
+
+An event's ``name`` is what the store records; it is decoupled from the class name so that a class
+can be renamed without rewriting history. Left out, it defaults to the class name. Never rename or
+retype a stored field; give new fields defaults.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from twofold.errors import FieldError, InvalidMessage
+
+__all__ = ["Command", "Envelope", "Event", "EventTypes", "Message", "Query", "new_id", "parse", "utc_now"]
+
+
+def new_id() -> str:
+    """A fresh random id (UUID 4, text form)."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Base of commands, events and queries: immutable, and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type_name: ClassVar[str]
+    schema_version: ClassVar[int]
+
+    def __init_subclass__(cls, *, name: str | None = None, version: int = 1, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if version < 1:
+            raise ValueError(f"{cls.__name__}: version must be 1 or more (got {version})")
+        cls.type_name = name or cls.__name__
+        cls.schema_version = version
+
+
+class Command(Message):
+    """An intent to change state, named in the imperative: ``PlaceOrder``."""
+
+
+class Event(Message):
+    """A fact that happened, named in the past tense: ``OrderPlaced``."""
+
+
+class Query(Message):
+    """A question to a read model, named after what it returns: ``StockLevel``."""
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(message_type: type[M], data: Mapping[str, Any]) -> M:
+    """Validate ``data`` as ``message_type``, raising :class:`InvalidMessage` that names every bad field."""
+    try:
+        return message_type.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(message_type.type_name, exc) from None
+
+
+def invalid(message_type: str, exc: ValidationError) -> InvalidMessage:
+    """Translate pydantic's errors into :class:`InvalidMessage` (``lines[0].quantity``-style paths)."""
+    return InvalidMessage(message_type, [FieldError(_path(e["loc"]), e["msg"]) for e in exc.errors()])
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(body)"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope(Generic[M]):
+    """A message with who sent it and why.
+
+    ``correlation_id`` ties together everything one request caused; ``causation_id`` is the id of
+    the message that directly caused this one. Both default so that a first message starts a chain.
+    """
+
+    message: M
+    message_id: str = field(default_factory=new_id)
+    correlation_id: str = ""
+    causation_id: str | None = None
+    principal: str | None = None
+    tenant: str | None = None
+    time: datetime = field(default_factory=utc_now)
+
+    def __post_init__(self) -> None:
+        if not self.correlation_id:
+            object.__setattr__(self, "correlation_id", self.message_id)
+
+    @property
+    def type_name(self) -> str:
+        return self.message.type_name
+
+
+E = TypeVar("E", bound=Event)
+
+
+class EventTypes:
+    """Maps stored type names to event classes, and events to and from their stored form."""
+
+    def __init__(self, classes: Iterable[type[Event]] = ()) -> None:
+        self._by_name: dict[str, type[Event]] = {}
+        for cls in classes:
+            self.add(cls)
+
+    def add(self, cls: type[Event]) -> None:
+        known = self._by_name.setdefault(cls.type_name, cls)
+        if known is not cls:
+            raise ValueError(
+                f"Event type name {cls.type_name!r} is used by both {known.__qualname__} and {cls.__qualname__}; "
+                f"give one of them another name: class {cls.__name__}(Event, name='...')"
+            )
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._by_name
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+    def decode(self, type_name: str, data: Mapping[str, Any]) -> Event:
+        cls = self._by_name.get(type_name)
+        if cls is None:
+            raise KeyError(f"Unknown event type {type_name!r}: no declared aggregate or projection handles it")
+        return cls.model_validate(data)

@@ -1,0 +1,173 @@
+"""Projections: read models kept up to date from the global event stream.
+
+    class Catalog(Projection, name="shop.catalog"):
+        tables = ("products",)
+
+        def setup(self, db: Database) -> None:
+            db.execute("CREATE TABLE IF NOT EXISTS products (sku TEXT PRIMARY KEY, name TEXT)")
+
+        def apply(self, event: ProductAdded, db: Database, record: StoredEvent) -> None:
+            db.execute("INSERT INTO products VALUES (?, ?)", (event.sku, event.name))
+
+A projection's ``name`` is a durable id: its checkpoint is stored under it, so renaming a
+projection rebuilds it from the first event. ``apply``'s annotation names the events it handles;
+the runner skips the rest without decoding them. Each batch of events, applied together with the
+checkpoint, commits as one transaction: a crash anywhere re-applies nothing and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from twofold._notify import Notifier
+from twofold.aggregate import event_types_of
+from twofold.messages import Event, EventTypes
+from twofold.readmodels import CheckpointConflict, Database, ReadStore
+from twofold.store import EventStore, StoredEvent
+from twofold.store._follow import follow_pages
+
+__all__ = ["Projection", "ProjectionRunner"]
+
+log = logging.getLogger("twofold.projections")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before re-trying a failed batch, then every 5 s
+
+
+class Projection:
+    """Base of projections: override ``setup`` and ``apply``; list the tables it owns in ``tables``."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = name or cls.__name__
+        bad = [t for t in cls.tables if not _IDENTIFIER.match(t)]
+        if bad:
+            raise ValueError(f"{cls.__name__}.tables: {bad} are not plain SQL identifiers")
+
+    def setup(self, db: Database) -> None:
+        """Create the read model's tables if they do not exist yet."""
+
+    def apply(self, event: Any, db: Database, record: StoredEvent) -> None:
+        """Change the read model for one event; ``record`` has its position, stream and metadata."""
+        raise TypeError(f"{type(self).__name__} must define apply(self, event, db, record)")
+
+    def reset(self, db: Database) -> None:
+        """Drop the read model's tables, before a rebuild from the first event."""
+        for table in self.tables:
+            db.execute(f'DROP TABLE IF EXISTS "{table}"')  # names checked as identifiers at class creation
+
+    @classmethod
+    def event_types(cls) -> tuple[type[Event], ...]:
+        """The event classes named in ``apply``'s annotation."""
+        return event_types_of(cls.apply, "event")
+
+
+class ProjectionRunner:
+    """Keeps one projection caught up: reads pages of events, applies each page in one transaction.
+
+    Args:
+        projection: what to keep up to date.
+        store: where events come from.
+        read_store: where the read model and its checkpoint live.
+        batch_size: the most events applied in one transaction.
+    """
+
+    def __init__(
+        self, projection: Projection, store: EventStore, read_store: ReadStore, *, batch_size: int = 500
+    ) -> None:
+        self.projection = projection
+        self._store = store
+        self._read_store = read_store
+        self._batch_size = batch_size
+        self._types = EventTypes(projection.event_types())
+        self._notifier = Notifier()
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    @property
+    def position(self) -> int:
+        """The last position this runner committed."""
+        return self._notifier.head
+
+    async def start(self) -> None:
+        await self._read_store.transact(self.name, self.projection.setup)
+        self._notifier.announce(await self._read_store.checkpoint(self.name))
+        self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until the checkpoint reaches ``position``; ``False`` if ``timeout`` runs out first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.position < position:
+            left = deadline - loop.time()
+            if left <= 0 or not await self._notifier.wait(self.position, left):
+                return self.position >= position
+        return True
+
+    async def rebuild(self) -> None:
+        """Drop the read model and replay every event into it from position 1."""
+        await self.stop()
+
+        def reset(db: Database) -> None:
+            self.projection.reset(db)
+            self.projection.setup(db)
+
+        await self._read_store.transact(self.name, reset, position=0)
+        self._notifier.head = 0
+        self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
+
+    async def catch_up(self) -> None:
+        """Apply every event committed so far, then return (for tests, tools and rebuilds)."""
+        head = await self._store.head_position()
+        while self.position < head:
+            page = [e async for e in self._store.read_all(self.position + 1, self._batch_size)]
+            if not page:
+                return
+            await self.apply_page(page)
+
+    async def apply_page(self, page: Sequence[StoredEvent]) -> None:
+        """Apply one page of consecutive events and move the checkpoint past the last, atomically."""
+        relevant = [e for e in page if e.type in self._types]
+
+        def work(db: Database) -> None:
+            for record in relevant:
+                self.projection.apply(self._types.decode(record.type, record.data), db, record)
+
+        await self._read_store.transact(self.name, work, expected=self.position, position=page[-1].position)
+        self._notifier.announce(page[-1].position)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for page in follow_pages(self._store, self.position + 1, self._batch_size):
+                    await self.apply_page(page)
+                    self.failures, self.last_error = 0, None
+            except asyncio.CancelledError:
+                raise
+            except CheckpointConflict as conflict:  # another worker applied these events first
+                log.info("projection %s: %s; resuming from there", self.name, conflict)
+                self._notifier.announce(conflict.actual)
+            except Exception as exc:  # a failing batch must not kill the runner: retry it
+                delay = RETRY_DELAYS[min(self.failures, len(RETRY_DELAYS) - 1)]
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("projection %s failed at position %d; retrying in %ss", self.name, self.position + 1, delay)
+                await asyncio.sleep(delay)

@@ -1,0 +1,83 @@
+"""Where projections keep read models: the ``Database`` handlers write through, and ``ReadStore``.
+
+Projection and query handlers are plain functions over a :class:`Database`. A projection's batch
+runs as one transaction on one thread together with its checkpoint, so a batch costs one hop off
+the event loop however many events it holds.
+
+SQL uses ``?`` placeholders (or ``:name`` with a mapping) on every backend; ``db.dialect`` tells
+a handler which backend it is on for the few statements that differ, such as full-text search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from twofold.errors import StoreError
+
+__all__ = ["CheckpointConflict", "Database", "Params", "ReadStore", "Row"]
+
+T = TypeVar("T")
+Row = dict[str, Any]
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class CheckpointConflict(StoreError):
+    """A projection's checkpoint was not where its runner left it: another worker moved it on."""
+
+    def __init__(self, name: str, expected: int, actual: int) -> None:
+        self.name, self.expected, self.actual = name, expected, actual
+        super().__init__(f"Checkpoint of projection {name} moved: expected {expected}, actual {actual}")
+
+
+class Database(Protocol):
+    """A read-model connection inside a transaction (projections) or a read (queries)."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run one statement for each row of parameters."""
+        ...
+
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row, as a dict of column name to value, or ``None``."""
+        ...
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row, as dicts of column name to value."""
+        ...
+
+
+class ReadStore(Protocol):
+    """The read side's database: projection transactions with checkpoints, and reads for queries.
+
+    Error outcomes: ``StoreError`` (the backend failed; the transaction, checkpoint included, rolled back).
+    """
+
+    dialect: str
+
+    async def transact(
+        self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
+    ) -> None:
+        """Run ``work`` in one transaction, moving ``name``'s checkpoint to ``position`` in it.
+
+        With ``expected``, raise :class:`CheckpointConflict` (and change nothing) unless the
+        checkpoint is at ``expected`` when the transaction starts: two workers never apply one event twice.
+        """
+        ...
+
+    async def read(self, work: Callable[[Database], T]) -> T:
+        """Run ``work`` against a read-only view."""
+        ...
+
+    async def checkpoint(self, name: str) -> int:
+        """The last position ``name`` committed (0 if none)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...

@@ -1,0 +1,143 @@
+"""A service bound to its stores and running: the object an application or its tests hold.
+
+    async with Runtime(shop, store=SQLiteEventStore("data/shop.db"),
+                       read_store=SQLiteReadStore("data/shop-read.db")) as runtime:
+        placed = await runtime.execute(PlaceOrder(order_id="o-1", customer_id="c-1", lines=[...]))
+        history = await runtime.query(OrderHistory(customer_id="c-1"), min_position=placed.position)
+
+One process can play every part (the embedded mode), or only some: leave out ``store`` for a query
+replica, or pass ``project=False`` where projections run in a separate worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from twofold.commands import CommandDispatcher, CommandResult
+from twofold.errors import ConfigurationError, NotFound
+from twofold.messages import Command, Envelope, Query
+from twofold.projections import ProjectionRunner
+from twofold.queries import QueryDispatcher
+from twofold.readmodels import ReadStore
+from twofold.service import Service
+from twofold.store import EventStore
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    """Runs a :class:`~twofold.service.Service` against an event store and a read store.
+
+    Args:
+        service: what to run.
+        store: the event store; ``None`` in a process that only answers queries.
+        read_store: where read models live; ``None`` in a process that only handles commands.
+        project: run the service's projections in this process (needs both stores).
+        max_attempts: how often a command is tried when its streams keep moving on under it.
+        batch_size: the most events a projection applies in one transaction.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        store: EventStore | None = None,
+        read_store: ReadStore | None = None,
+        project: bool = True,
+        max_attempts: int = 5,
+        batch_size: int = 500,
+    ) -> None:
+        self.service = service
+        self.store = store
+        self.read_store = read_store
+        self.runners: dict[str, ProjectionRunner] = {}
+        if project and store is not None and read_store is not None:
+            self.runners = {
+                p.name: ProjectionRunner(p, store, read_store, batch_size=batch_size) for p in service.projections
+            }
+        self._commands = (
+            CommandDispatcher(store, service.commands, max_attempts=max_attempts) if store else None
+        )
+        names = [p.name for p in service.projections]
+        self._queries = QueryDispatcher(read_store, service.queries, names, self.runners) if read_store else None
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Set up read models and start the projections; calling it again does nothing."""
+        async with self._lock:
+            if self._started:
+                return
+            for runner in self.runners.values():
+                await runner.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        """Stop the projections and close both stores."""
+        async with self._lock:
+            for runner in self.runners.values():
+                await runner.stop()
+            if self.store is not None:
+                await self.store.close()
+            if self.read_store is not None:
+                await self.read_store.close()
+            self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def execute(
+        self,
+        command: Command,
+        *,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        principal: str | None = None,
+        tenant: str | None = None,
+    ) -> CommandResult:
+        """Handle ``command`` once per ``command_id`` (a fresh id when left out)."""
+        if self._commands is None:
+            raise ConfigurationError("This runtime has no event store: give Runtime(store=...) to handle commands")
+        envelope = Envelope(
+            command,
+            **({"message_id": command_id} if command_id else {}),
+            correlation_id=correlation_id or "",
+            causation_id=causation_id,
+            principal=principal,
+            tenant=tenant,
+        )
+        return await self._commands.dispatch(envelope)
+
+    async def query(self, query: Query, *, min_position: int | None = None, timeout: float = 5.0) -> Any:
+        """Answer ``query``, first waiting up to ``timeout`` s for ``min_position`` when given."""
+        if self._queries is None:
+            raise ConfigurationError("This runtime has no read store: give Runtime(read_store=...) to answer queries")
+        return await self._queries.ask(query, min_position=min_position, timeout=timeout)
+
+    async def positions(self) -> Mapping[str, int]:
+        """Each projection's committed checkpoint, as the read store has it."""
+        if self.read_store is None:
+            return {}
+        return {p.name: await self.read_store.checkpoint(p.name) for p in self.service.projections}
+
+    async def catch_up(self) -> None:
+        """Bring every projection up to the current head of the store, then return."""
+        for runner in self.runners.values():
+            await runner.catch_up()
+
+    async def rebuild(self, name: str) -> None:
+        """Drop a projection's read model and rebuild it from the first event, while queries go on."""
+        runner = self.runners.get(name)
+        if runner is None:
+            raise NotFound(f"No projection named {name!r} runs in this process")
+        await runner.rebuild()

@@ -1,0 +1,75 @@
+"""A service declared in one place: its commands, queries and projections.
+
+    shop = Service(
+        "shop",
+        commands={AddProduct: add_product, PlaceOrder: place_order},
+        queries={StockLevel: catalog.stock_level},
+        projections=[catalog],
+    )
+
+A ``Service`` only declares; a :class:`~twofold.runtime.Runtime` binds it to stores and runs it,
+whole in one process or split into command, query and projection processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from twofold.commands import CommandHandler
+from twofold.errors import ConfigurationError
+from twofold.messages import Command, Query
+from twofold.projections import Projection
+from twofold.queries import QueryHandler
+
+__all__ = ["Service"]
+
+
+class Service:
+    """The composition root of one service.
+
+    Args:
+        name: the service's name, used in data file names, metrics and message subjects.
+        commands: each command class and the ``async def handler(command, uow)`` that handles it.
+        queries: each query class and the ``handler(query, db)`` that answers it.
+        projections: the read models this service keeps.
+        description: shown at the top of the service's OpenAPI document.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        commands: Mapping[type[Command], CommandHandler] | None = None,
+        queries: Mapping[type[Query], QueryHandler] | None = None,
+        projections: Sequence[Projection] = (),
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.commands = dict(commands or {})
+        self.queries = dict(queries or {})
+        self.projections = tuple(projections)
+        self.description = description
+        self._check()
+
+    def _check(self) -> None:
+        _unique("command", [c.type_name for c in self.commands])
+        _unique("query", [q.type_name for q in self.queries])
+        _unique("projection", [p.name for p in self.projections])
+        for cls in self.commands:
+            if not (isinstance(cls, type) and issubclass(cls, Command)):
+                raise ConfigurationError(f"Service {self.name}: commands keys must be Command classes, got {cls!r}")
+        for cls in self.queries:
+            if not (isinstance(cls, type) and issubclass(cls, Query)):
+                raise ConfigurationError(f"Service {self.name}: queries keys must be Query classes, got {cls!r}")
+
+    def command_type(self, type_name: str) -> type[Command] | None:
+        return next((c for c in self.commands if c.type_name == type_name), None)
+
+    def query_type(self, type_name: str) -> type[Query] | None:
+        return next((q for q in self.queries if q.type_name == type_name), None)
+
+
+def _unique(kind: str, names: Sequence[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigurationError(f"Two {kind}s share the name {repeated[0]!r}; give each its own name")

@@ -1,0 +1,50 @@
+"""Catch-up-then-live reading, written once for every backend on top of ``read_all``.
+
+A backend supplies three things: ``read_all`` that never returns an event while an earlier one
+may still commit, ``head_position`` that is the last such safe position, and ``wait_for_events``
+that wakes soon after a commit (a notification, or a poll as the fallback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twofold.store import EventStore, StoredEvent
+
+IDLE_WAIT = 1.0  # seconds a follower sleeps between checks when no notification arrives
+
+
+async def follow_pages(
+    store: EventStore,
+    from_position: int,
+    page_size: int = 500,
+    categories: Collection[str] | None = None,
+    types: Collection[str] | None = None,
+) -> AsyncIterator[list[StoredEvent]]:
+    """Yield non-empty pages of events in global order, forever, from ``from_position`` on."""
+    position = from_position
+    while True:
+        head = await store.head_position()
+        page = [e async for e in store.read_all(position, page_size, categories, types)]
+        if page:
+            position = page[-1].position + 1
+            yield page
+            if len(page) == page_size:
+                continue
+        # A short page means every match up to ``head`` has been read, filtered or not.
+        position = max(position, head + 1)
+        await store.wait_for_events(position - 1, IDLE_WAIT)
+
+
+async def follow(
+    store: EventStore,
+    from_position: int,
+    categories: Collection[str] | None = None,
+    types: Collection[str] | None = None,
+) -> AsyncIterator[StoredEvent]:
+    """Yield events one by one, catch-up then live, never skipping and never repeating one."""
+    async for page in follow_pages(store, from_position, categories=categories, types=types):
+        for event in page:
+            yield event

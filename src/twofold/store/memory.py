@@ -1,0 +1,132 @@
+"""An event store in a Python list: for tests, examples and the test kit. Nothing survives the process."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Collection, Sequence
+
+from twofold.messages import utc_now
+from twofold.store import (
+    ANY,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    StoredEvent,
+    StreamWrite,
+    check_expected_version,
+    validate_writes,
+)
+from twofold.store._follow import follow
+from twofold._notify import Notifier
+
+__all__ = ["MemoryEventStore"]
+
+
+class MemoryEventStore:
+    """The reference implementation of :class:`~twofold.store.EventStore`.
+
+    Appends run without awaiting, so each is atomic with respect to every other coroutine.
+    """
+
+    def __init__(self) -> None:
+        self._events: list[StoredEvent] = []
+        self._streams: dict[str, list[StoredEvent]] = {}
+        self._event_ids: set[str] = set()
+        self._commands: dict[str, AppendResult] = {}
+        self._notifier = Notifier()
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion = ANY,
+        command_id: str | None = None,
+    ) -> AppendResult:
+        return await self.append_streams([StreamWrite(stream_id, events, expected_version)], command_id)
+
+    async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
+        if command_id is not None and command_id in self._commands:
+            return self._commands[command_id]
+        validate_writes(writes)
+        for write in writes:
+            check_expected_version(write.stream_id, write.expected_version, len(self._streams.get(write.stream_id, ())))
+        duplicate = next((e.event_id for w in writes for e in w.events if e.event_id in self._event_ids), None)
+        if duplicate is not None:
+            raise ValueError(f"Event id {duplicate} is already stored")
+        result = AppendResult(command_id, *self._write(writes))
+        if command_id is not None:
+            self._commands[command_id] = result
+        if result.events:
+            self._notifier.announce(result.events[-1].position)
+        return result
+
+    def _write(self, writes: Sequence[StreamWrite]) -> tuple[dict[str, int], list[StoredEvent]]:
+        now, versions, stored = utc_now(), {}, []
+        for write in writes:
+            stream = self._streams.setdefault(write.stream_id, [])
+            for new in write.events:
+                event = StoredEvent(
+                    position=len(self._events) + 1,
+                    stream_id=write.stream_id,
+                    version=len(stream) + 1,
+                    event_id=new.event_id,
+                    type=new.type,
+                    schema_version=new.schema_version,
+                    data=copy.deepcopy(dict(new.data)),
+                    metadata=copy.deepcopy(dict(new.metadata)),
+                    recorded_at=now,
+                )
+                self._events.append(event)
+                stream.append(event)
+                self._event_ids.add(event.event_id)
+                stored.append(event)
+            versions[write.stream_id] = len(stream)
+        return versions, stored
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        stream = self._streams.get(stream_id, [])
+        end = len(stream) if to_version is None else min(to_version, len(stream))
+        for index in range(max(from_version, 1) - 1, end):
+            yield stream[index]
+
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int | None = None,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        remaining = limit
+        index = max(from_position, 1) - 1
+        while index < len(self._events) and remaining != 0:
+            event = self._events[index]
+            index += 1
+            if (categories is None or event.category in categories) and (types is None or event.type in types):
+                yield event
+                remaining = None if remaining is None else remaining - 1
+
+    def subscribe(
+        self,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        return follow(self, from_position, categories, types)
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> bool:
+        return await self._notifier.wait(after_position, timeout)
+
+    async def head_position(self) -> int:
+        return len(self._events)
+
+    async def stream_version(self, stream_id: str) -> int:
+        return len(self._streams.get(stream_id, ()))
+
+    async def command_result(self, command_id: str) -> AppendResult | None:
+        return self._commands.get(command_id)
+
+    async def close(self) -> None:
+        return None
+

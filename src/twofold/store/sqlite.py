@@ -1,0 +1,275 @@
+"""The embedded event store: one SQLite file in WAL mode, from the standard library.
+
+    store = SQLiteEventStore("data/shop.db")
+    result = await store.append("order-1", [NewEvent("shop.OrderPlaced", {...})], NO_STREAM)
+
+SQLite lets one transaction write at a time. Every append takes the write lock first
+(``BEGIN IMMEDIATE``), so positions are handed out in commit order and a reader can never see
+position N+1 before N: the global order is gap-free by construction, across processes too.
+Each connection lives on one thread; a whole append runs in a single hop to the writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from twofold._sqlite import SQLiteThreads, transaction
+from twofold.errors import StoreError
+from twofold.messages import utc_now
+from twofold.store import (
+    ANY,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    StoredEvent,
+    StreamWrite,
+    category_of,
+    check_expected_version,
+    validate_writes,
+)
+from twofold.store._follow import follow
+from twofold._notify import Notifier
+
+__all__ = ["SQLiteEventStore"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    -- AUTOINCREMENT: a position is never reused, even if the newest row were ever deleted.
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL UNIQUE,
+    type           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    recorded_at    TEXT    NOT NULL,
+    category       TEXT    NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE INDEX IF NOT EXISTS events_by_category ON events (category, position);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id     TEXT    PRIMARY KEY,
+    versions       TEXT    NOT NULL,
+    first_position INTEGER,
+    last_position  INTEGER
+) WITHOUT ROWID;
+"""
+
+COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata, recorded_at"
+STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
+HEAD_POSITION = "SELECT coalesce(max(position), 0) FROM events"
+INSERT_EVENT = """
+INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, recorded_at, category)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+LAST_POSITION = "SELECT last_insert_rowid()"
+FIND_COMMAND = "SELECT versions, first_position, last_position FROM commands WHERE command_id = ?"
+INSERT_COMMAND = "INSERT INTO commands (command_id, versions, first_position, last_position) VALUES (?, ?, ?, ?)"
+READ_RANGE = f"SELECT {COLUMNS} FROM events WHERE position BETWEEN ? AND ? ORDER BY position"
+READ_STREAM = f"""
+SELECT {COLUMNS} FROM events WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version LIMIT ?
+"""
+# Filters arrive as one JSON array parameter each, so the statement text never changes.
+READ_ALL = f"""
+SELECT {COLUMNS} FROM events
+WHERE position >= ?1
+  AND (?2 IS NULL OR category IN (SELECT value FROM json_each(?2)))
+  AND (?3 IS NULL OR type IN (SELECT value FROM json_each(?3)))
+ORDER BY position LIMIT ?4
+"""
+
+PAGE_SIZE = 500
+POLL_INTERVAL = 0.05  # seconds between checks for commits made by other processes
+Row = tuple[Any, ...]
+Durability = Literal["full", "normal"]
+
+
+class SQLiteEventStore:
+    """An :class:`~twofold.store.EventStore` in a SQLite file.
+
+    Args:
+        path: the database file; its folder is created when missing.
+        durability: ``"full"`` (default) syncs the log on every commit, so an acknowledged append
+            survives a power cut; ``"normal"`` survives a crashed process but not a power cut.
+        readers: threads serving reads alongside the single writer.
+    """
+
+    def __init__(self, path: str | Path, *, durability: Durability = "full", readers: int = 2) -> None:
+        self._threads = SQLiteThreads(
+            path, schema=SCHEMA, synchronous=durability.upper(), readers=readers, translate=_translate
+        )
+        self.path = self._threads.path
+        self._notifier = Notifier()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion = ANY,
+        command_id: str | None = None,
+    ) -> AppendResult:
+        return await self.append_streams([StreamWrite(stream_id, events, expected_version)], command_id)
+
+    async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
+        validate_writes(writes)
+        rows = [(w, [_encode(e) for e in w.events]) for w in writes]  # JSON outside the lock
+        result = await self._threads.write(self._append, rows, command_id)
+        if result.events:
+            self._notifier.announce(result.events[-1].position)
+        return result
+
+    def _append(
+        self, conn: sqlite3.Connection, rows: list[tuple[StreamWrite, list[tuple[str, str, NewEvent]]]], command_id: str | None
+    ) -> AppendResult:
+        # BEGIN IMMEDIATE takes the write lock before versions are read: check and insert see one state.
+        with transaction(conn):
+            if command_id is not None and (found := self._find_command(conn, command_id)) is not None:
+                return found
+            versions, first = {}, None
+            recorded_at = utc_now().isoformat()
+            for write, encoded in rows:
+                actual = conn.execute(STREAM_VERSION, (write.stream_id,)).fetchone()[0]
+                check_expected_version(write.stream_id, write.expected_version, actual)
+                category = category_of(write.stream_id)
+                conn.executemany(
+                    INSERT_EVENT,
+                    [
+                        (write.stream_id, actual + i, new.event_id, new.type, new.schema_version, data, meta,
+                         recorded_at, category)
+                        for i, (data, meta, new) in enumerate(encoded, start=1)
+                    ],
+                )
+                versions[write.stream_id] = actual + len(encoded)
+                if encoded and first is None:
+                    first = conn.execute(LAST_POSITION).fetchone()[0] - len(encoded) + 1
+            last = conn.execute(LAST_POSITION).fetchone()[0] if first is not None else None
+            if command_id is not None:
+                conn.execute(INSERT_COMMAND, (command_id, json.dumps(versions), first, last))
+            stored = self._range(conn, first, last)
+        return AppendResult(command_id, versions, stored)
+
+    def _find_command(self, conn: sqlite3.Connection, command_id: str) -> AppendResult | None:
+        row = conn.execute(FIND_COMMAND, (command_id,)).fetchone()
+        if row is None:
+            return None
+        return AppendResult(command_id, json.loads(row[0]), self._range(conn, row[1], row[2]))
+
+    @staticmethod
+    def _range(conn: sqlite3.Connection, first: int | None, last: int | None) -> list[StoredEvent]:
+        if first is None:
+            return []
+        return [_decode(row) for row in conn.execute(READ_RANGE, (first, last))]
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        version, last = max(from_version, 1), to_version if to_version is not None else 2**62
+        while version <= last:
+            page = await self._threads.read(_fetch, READ_STREAM, (stream_id, version, last, PAGE_SIZE))
+            for event in page:
+                yield event
+            if len(page) < PAGE_SIZE:
+                return
+            version = page[-1].version + 1
+
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int | None = None,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        position, remaining = max(from_position, 1), limit
+        category_filter = None if categories is None else json.dumps(sorted(categories))
+        type_filter = None if types is None else json.dumps(sorted(types))
+        while remaining is None or remaining > 0:
+            size = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+            params = (position, category_filter, type_filter, size)
+            page = await self._threads.read(_fetch, READ_ALL, params)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            position = page[-1].position + 1
+            remaining = None if remaining is None else remaining - len(page)
+
+    def subscribe(
+        self,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        return follow(self, from_position, categories, types)
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> bool:
+        # Appends from this process wake waiters at once; other processes' are found by polling.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if await self.head_position() > after_position:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            if await self._notifier.wait(max(after_position, self._notifier.head), min(left, POLL_INTERVAL)):
+                return True
+
+    async def head_position(self) -> int:
+        return int(await self._threads.read(_scalar, HEAD_POSITION, ()))
+
+    async def stream_version(self, stream_id: str) -> int:
+        return int(await self._threads.read(_scalar, STREAM_VERSION, (stream_id,)))
+
+    async def command_result(self, command_id: str) -> AppendResult | None:
+        return await self._threads.read(self._find_command, command_id)
+
+    async def close(self) -> None:
+        self._threads.close()
+
+
+def _encode(event: NewEvent) -> tuple[str, str, NewEvent]:
+    return json.dumps(event.data, separators=(",", ":")), json.dumps(event.metadata, separators=(",", ":")), event
+
+
+def _decode(row: Row) -> StoredEvent:
+    return StoredEvent(
+        position=row[0],
+        stream_id=row[1],
+        version=row[2],
+        event_id=row[3],
+        type=row[4],
+        schema_version=row[5],
+        data=json.loads(row[6]),
+        metadata=json.loads(row[7]),
+        recorded_at=datetime.fromisoformat(row[8]),
+    )
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[StoredEvent]:
+    return [_decode(row) for row in conn.execute(sql, params)]
+
+
+def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    return conn.execute(sql, params).fetchone()[0]
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    """Map sqlite3's errors to twofold's, most specific first."""
+    if isinstance(exc, sqlite3.IntegrityError) and "event_id" in str(exc):
+        return ValueError(f"An event id in this append is already stored ({exc})")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreError(f"SQLite refused the write: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreError(f"SQLite could not complete the operation: {exc}")
+    return StoreError(f"SQLite failed: {exc}")
