@@ -1,6 +1,6 @@
 """The shop: products, stock and orders, on twofold.
 
-    twofold serve examples.shop:shop
+twofold serve examples.shop:shop
 """
 
 from examples.shop.service import shop

@@ -25,7 +25,10 @@ async def receive_stock(command: ReceiveStock, uow: UnitOfWork) -> None:
 async def place_order(command: PlaceOrder, uow: UnitOfWork) -> None:
     order = await uow.load(Order, command.order_id)
     products = [await uow.load(Product, line.sku) for line in command.lines]
-    priced = [PricedLine(sku=p.id, quantity=line.quantity, price=p.price) for p, line in zip(products, command.lines, strict=True)]
+    priced = [
+        PricedLine(sku=p.id, quantity=line.quantity, price=p.price)
+        for p, line in zip(products, command.lines, strict=True)
+    ]
     uow.emit(order, order.place(command.customer_id, priced))
     for product, line in zip(products, command.lines, strict=True):
         uow.emit(product, product.reserve(command.order_id, line.quantity))

@@ -126,8 +126,15 @@ class OrderBook(Projection, name="shop.orders"):
                 lines = json.dumps([line.model_dump(mode="json") for line in event.lines])
                 db.execute(
                     "INSERT INTO orders VALUES (?, ?, 'placed', ?, ?, ?, ?, ?)",
-                    (event.order_id, event.customer_id, lines, str(event.total), record.recorded_at.isoformat(),
-                     record.metadata.get("principal"), record.position),
+                    (
+                        event.order_id,
+                        event.customer_id,
+                        lines,
+                        str(event.total),
+                        record.recorded_at.isoformat(),
+                        record.metadata.get("principal"),
+                        record.position,
+                    ),
                 )
             case OrderCancelled():
                 db.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (event.order_id,))

@@ -112,7 +112,10 @@ class UnitOfWork:
         return [
             StreamWrite(
                 stream_id,
-                [NewEvent(e.type_name, e.model_dump(mode="json"), metadata, schema_version=e.schema_version) for e in events],
+                [
+                    NewEvent(e.type_name, e.model_dump(mode="json"), metadata, schema_version=e.schema_version)
+                    for e in events
+                ],
                 self._expected[stream_id] or NO_STREAM,
             )
             for stream_id, events in self._pending.items()

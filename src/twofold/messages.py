@@ -25,7 +25,19 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from twofold.errors import FieldError, InvalidMessage
 
-__all__ = ["Command", "Envelope", "Event", "EventTypes", "Message", "Query", "new_id", "parse", "utc_now"]
+__all__ = [
+    "Command",
+    "Envelope",
+    "Event",
+    "EventTypes",
+    "Message",
+    "Query",
+    "field_path",
+    "invalid",
+    "new_id",
+    "parse",
+    "utc_now",
+]
 
 
 def new_id() -> str:
@@ -78,10 +90,10 @@ def parse(message_type: type[M], data: Mapping[str, Any]) -> M:
 
 def invalid(message_type: str, exc: ValidationError) -> InvalidMessage:
     """Translate pydantic's errors into :class:`InvalidMessage` (``lines[0].quantity``-style paths)."""
-    return InvalidMessage(message_type, [FieldError(_path(e["loc"]), e["msg"]) for e in exc.errors()])
+    return InvalidMessage(message_type, [FieldError(field_path(e["loc"]), e["msg"]) for e in exc.errors()])
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

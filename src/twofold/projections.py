@@ -97,6 +97,11 @@ class ProjectionRunner:
         return self.projection.name
 
     @property
+    def running(self) -> bool:
+        """True while the runner's task is alive."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def position(self) -> int:
         """The last position this runner committed."""
         return self._notifier.head
@@ -169,5 +174,7 @@ class ProjectionRunner:
                 delay = RETRY_DELAYS[min(self.failures, len(RETRY_DELAYS) - 1)]
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("projection %s failed at position %d; retrying in %ss", self.name, self.position + 1, delay)
+                log.exception(
+                    "projection %s failed at position %d; retrying in %ss", self.name, self.position + 1, delay
+                )
                 await asyncio.sleep(delay)

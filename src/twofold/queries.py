@@ -87,6 +87,7 @@ class QueryDispatcher:
             return runner.position
         loop = asyncio.get_running_loop()
         deadline = loop.time() + left
-        while (reached := await self._read_store.checkpoint(name)) < position and loop.time() < deadline:
+        # The projection runs in another process: its progress is only visible in the read store.
+        while (reached := await self._read_store.checkpoint(name)) < position and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(POLL_INTERVAL)
         return reached

@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from twofold.commands import CommandDispatcher, CommandResult
 from twofold.errors import ConfigurationError, NotFound
-from twofold.messages import Command, Envelope, Query
+from twofold.messages import Command, Envelope, Query, new_id
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
 from twofold.readmodels import ReadStore
@@ -58,9 +58,7 @@ class Runtime:
             self.runners = {
                 p.name: ProjectionRunner(p, store, read_store, batch_size=batch_size) for p in service.projections
             }
-        self._commands = (
-            CommandDispatcher(store, service.commands, max_attempts=max_attempts) if store else None
-        )
+        self._commands = CommandDispatcher(store, service.commands, max_attempts=max_attempts) if store else None
         names = [p.name for p in service.projections]
         self._queries = QueryDispatcher(read_store, service.queries, names, self.runners) if read_store else None
         self._started = False
@@ -110,7 +108,7 @@ class Runtime:
             raise ConfigurationError("This runtime has no event store: give Runtime(store=...) to handle commands")
         envelope = Envelope(
             command,
-            **({"message_id": command_id} if command_id else {}),
+            message_id=command_id or new_id(),
             correlation_id=correlation_id or "",
             causation_id=causation_id,
             principal=principal,

@@ -58,9 +58,9 @@ class Service:
         for cls in self.commands:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"Service {self.name}: commands keys must be Command classes, got {cls!r}")
-        for cls in self.queries:
-            if not (isinstance(cls, type) and issubclass(cls, Query)):
-                raise ConfigurationError(f"Service {self.name}: queries keys must be Query classes, got {cls!r}")
+        for query_type in self.queries:
+            if not (isinstance(query_type, type) and issubclass(query_type, Query)):
+                raise ConfigurationError(f"Service {self.name}: queries keys must be Query classes, got {query_type!r}")
 
     def command_type(self, type_name: str) -> type[Command] | None:
         return next((c for c in self.commands if c.type_name == type_name), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Collection, Sequence
 
+from twofold._notify import Notifier
 from twofold.messages import utc_now
 from twofold.store import (
     ANY,
@@ -17,7 +18,6 @@ from twofold.store import (
     validate_writes,
 )
 from twofold.store._follow import follow
-from twofold._notify import Notifier
 
 __all__ = ["MemoryEventStore"]
 
@@ -129,4 +129,3 @@ class MemoryEventStore:
 
     async def close(self) -> None:
         return None
-

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from twofold._notify import Notifier
 from twofold._sqlite import SQLiteThreads, transaction
 from twofold.errors import StoreError
 from twofold.messages import utc_now
@@ -34,7 +35,6 @@ from twofold.store import (
     validate_writes,
 )
 from twofold.store._follow import follow
-from twofold._notify import Notifier
 
 __all__ = ["SQLiteEventStore"]
 
@@ -128,7 +128,10 @@ class SQLiteEventStore:
         return result
 
     def _append(
-        self, conn: sqlite3.Connection, rows: list[tuple[StreamWrite, list[tuple[str, str, NewEvent]]]], command_id: str | None
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[StreamWrite, list[tuple[str, str, NewEvent]]]],
+        command_id: str | None,
     ) -> AppendResult:
         # BEGIN IMMEDIATE takes the write lock before versions are read: check and insert see one state.
         with transaction(conn):
@@ -143,8 +146,17 @@ class SQLiteEventStore:
                 conn.executemany(
                     INSERT_EVENT,
                     [
-                        (write.stream_id, actual + i, new.event_id, new.type, new.schema_version, data, meta,
-                         recorded_at, category)
+                        (
+                            write.stream_id,
+                            actual + i,
+                            new.event_id,
+                            new.type,
+                            new.schema_version,
+                            data,
+                            meta,
+                            recorded_at,
+                            category,
+                        )
                         for i, (data, meta, new) in enumerate(encoded, start=1)
                     ],
                 )

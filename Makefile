@@ -1,0 +1,33 @@
+# twofold: `make run` serves the shop on the embedded store; `make test` checks everything.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APP    ?= shop
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint typecheck clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## serve examples/$(APP) on http://127.0.0.1:$${PORT:-8000}, data in ./data
+	$(BIN)/twofold serve examples.$(APP):$(APP)
+
+lint: install
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck  ## style, types, then the whole suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,128 @@
+"""FastAPI apps built from a running service: the command API, the query API, or both in one.
+
+    app = create_app(runtime)                      # embedded: commands and queries together
+    app = create_app(runtime, queries=False)       # a command API process
+    app = create_app(runtime, commands=False)      # a query API replica
+
+Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
+projections run), ``/metrics`` (Prometheus) and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Response
+from pydantic.json_schema import models_json_schema
+
+from twofold.http.commands import AsyncCommands, command_router
+from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
+from twofold.http.metrics import CONTENT_TYPE, Metrics
+from twofold.http.problems import install, problem
+from twofold.http.queries import query_router
+from twofold.messages import Command
+from twofold.runtime import Runtime
+
+__all__ = ["create_app"]
+
+DRAIN_SECONDS = 10.0  # how long shutdown waits for background commands
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    commands: bool = True,
+    queries: bool = True,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+    query_timeout: float = 5.0,
+) -> FastAPI:
+    """Build the HTTP app for ``runtime``; starting the app starts the runtime, stopping it stops it.
+
+    Args:
+        runtime: the running service.
+        commands: serve ``POST /commands/...`` (needs an event store).
+        queries: serve ``GET /queries/...`` (needs a read store).
+        body_limit: the largest request body, in bytes, before 413.
+        query_timeout: the longest a read-your-writes query waits, in seconds, before 504.
+    """
+    service = runtime.service
+    metrics = Metrics()
+    background = AsyncCommands(runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await background.drain(DRAIN_SECONDS)
+            await runtime.stop()
+
+    app = FastAPI(
+        title=f"{service.name} API",
+        description=service.description,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install(app)
+    app.add_middleware(BodyLimit, limit=body_limit)
+    if commands and runtime.store is not None:
+        app.include_router(command_router(runtime, background, metrics))
+    if queries and runtime.read_store is not None:
+        app.include_router(query_router(runtime, query_timeout, metrics))
+
+    @app.get("/health", tags=["operations"], summary="The process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], summary="The stores answer and the projections run")
+    async def ready() -> Any:
+        stopped = sorted(name for name, runner in runtime.runners.items() if not runner.running)
+        failing = {name: r.last_error for name, r in runtime.runners.items() if r.last_error is not None}
+        positions = dict(await runtime.positions())
+        head = await runtime.store.head_position() if runtime.store is not None else None
+        body = {"head": head, "projections": positions}
+        if stopped or failing:
+            return problem(
+                503,
+                "Not ready",
+                "A projection is stopped or failing",
+                "not-ready",
+                stopped=stopped,
+                failing=failing,
+                **body,
+            )
+        return {"status": "ready", **body}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(await metrics.render(runtime), media_type=CONTENT_TYPE)
+
+    _describe_messages(app, [*service.commands])
+    return app
+
+
+def _describe_messages(app: FastAPI, models: list[type[Command]]) -> None:
+    """Put each command's JSON schema into OpenAPI's components, where its route refers to it."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        _, definitions = models_json_schema(
+            [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(definitions.get("$defs", {}))
+        for model in models:
+            own = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            own.pop("$defs", None)
+            components[model.type_name] = own
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

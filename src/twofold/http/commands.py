@@ -1,0 +1,164 @@
+"""The command API: ``POST /commands/{Type}``, and ``GET /commands/{id}`` for asynchronous ones.
+
+    POST /commands/PlaceOrder          {"order_id": "o-1", ...}
+    200 {"command_id", "stream_id", "version", "position", "events": [...]}
+
+``Idempotency-Key`` becomes the command id, so a retried request is applied once and answered with
+the first result. ``Prefer: respond-async`` answers 202 at once and runs the command in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from twofold.commands import CommandResult
+from twofold.errors import NotFound, TwofoldError
+from twofold.http._json import json_body, result_json
+from twofold.http.metrics import Metrics
+from twofold.http.problems import BadRequest
+from twofold.messages import Command, new_id, parse
+from twofold.runtime import Runtime
+
+_KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
+FAILURES_KEPT = 10_000  # outcomes of failed asynchronous commands remembered for GET /commands/{id}
+
+
+class CommandAccepted(BaseModel):
+    command_id: str
+    stream_id: str | None
+    version: int | None
+    position: int | None
+    events: list[dict[str, Any]]
+
+
+class CommandQueued(BaseModel):
+    command_id: str
+    status_url: str
+
+
+class AsyncCommands:
+    """Commands running in the background, and the failures of recent ones (successes are in the store)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._failed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def submit(self, command: Command, **envelope: Any) -> None:
+        command_id = envelope["command_id"]
+        if command_id in self._running:
+            return
+        task = asyncio.create_task(self._run(command, envelope), name=f"command {command_id}")
+        self._running[command_id] = task
+
+    async def _run(self, command: Command, envelope: dict[str, Any]) -> None:
+        command_id = envelope["command_id"]
+        try:
+            await self._runtime.execute(command, **envelope)
+        except TwofoldError as exc:
+            self._failed[command_id] = {"error": type(exc).__name__, "detail": str(exc)}
+            while len(self._failed) > FAILURES_KEPT:
+                self._failed.popitem(last=False)
+        except Exception:
+            self._failed[command_id] = {"error": "InternalError", "detail": "The command failed unexpectedly"}
+            raise
+        finally:
+            self._running.pop(command_id, None)
+
+    async def status(self, command_id: str) -> dict[str, Any]:
+        if command_id in self._running:
+            return {"command_id": command_id, "status": "pending"}
+        if command_id in self._failed:
+            return {"command_id": command_id, "status": "failed", **self._failed[command_id]}
+        assert self._runtime.store is not None
+        appended = await self._runtime.store.command_result(command_id)
+        if appended is None:
+            raise NotFound(f"No command with id {command_id}")
+        return {
+            "command_id": command_id,
+            "status": "succeeded",
+            "result": result_json(CommandResult.of(command_id, appended, None)),
+        }
+
+    async def drain(self, timeout: float) -> None:
+        """Let running commands finish, for at most ``timeout`` seconds, then cancel the rest."""
+        tasks = list(self._running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def command_router(runtime: Runtime, background: AsyncCommands, metrics: Metrics) -> APIRouter:
+    router = APIRouter(tags=["commands"])
+    for command_type in runtime.service.commands:
+        _add_route(router, runtime, background, metrics, command_type)
+
+    @router.get("/commands/{command_id}", summary="Status and result of a command")
+    async def command_status(command_id: str) -> dict[str, Any]:
+        return await background.status(_checked_key(command_id, "command id"))
+
+    return router
+
+
+def _add_route(
+    router: APIRouter, runtime: Runtime, background: AsyncCommands, metrics: Metrics, command_type: type[Command]
+) -> None:
+    name = command_type.type_name
+
+    async def handle(request: Request) -> Any:
+        with metrics.command(name):
+            return await _handle(request)
+
+    async def _handle(request: Request) -> Any:
+        command = parse(command_type, await json_body(request))
+        key = request.headers.get("idempotency-key")
+        envelope = {
+            "command_id": _checked_key(key, "Idempotency-Key") if key is not None else new_id(),
+            "correlation_id": _optional_key(request.headers.get("x-correlation-id"), "X-Correlation-Id"),
+        }
+        if "respond-async" in request.headers.get("prefer", "").lower():
+            background.submit(command, **envelope)
+            status_url = str(request.url_for("command_status", command_id=envelope["command_id"]).path)
+            return JSONResponse(
+                CommandQueued(command_id=envelope["command_id"], status_url=status_url).model_dump(),
+                status_code=202,
+                headers={"Location": status_url, "Preference-Applied": "respond-async"},
+            )
+        result = await runtime.execute(command, **envelope)
+        metrics.events_appended.inc(len(result.events))
+        return result_json(result)
+
+    router.add_api_route(
+        f"/commands/{name}",
+        handle,
+        methods=["POST"],
+        name=f"command {name}",
+        summary=(command_type.__doc__ or name).strip().splitlines()[0],
+        response_model=CommandAccepted,
+        responses={202: {"model": CommandQueued, "description": "Accepted to run in the background"}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+            }
+        },
+    )
+
+
+def _checked_key(key: str, what: str) -> str:
+    if not _KEY.match(key):
+        raise BadRequest(f"{what} must be 1 to 128 letters, digits or . _ : ~ -")
+    return key
+
+
+def _optional_key(key: str | None, what: str) -> str | None:
+    return None if key is None else _checked_key(key, what)

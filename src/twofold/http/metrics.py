@@ -1,0 +1,104 @@
+"""Prometheus metrics for one app: command and query outcomes and latency, store and projection positions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from twofold.errors import ConcurrencyError, DomainError, InvalidMessage, NotCaughtUp, NotFound
+from twofold.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """The app's own registry, so that several apps in one process never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "twofold_commands", "Commands handled, by type and outcome", ["command", "outcome"], registry=self.registry
+        )
+        self.command_seconds = Histogram(
+            "twofold_command_seconds",
+            "Time to handle a command",
+            ["command"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queries = Counter(
+            "twofold_queries", "Queries answered, by type and outcome", ["query", "outcome"], registry=self.registry
+        )
+        self.query_seconds = Histogram(
+            "twofold_query_seconds",
+            "Time to answer a query, read-your-writes wait included",
+            ["query"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events_appended = Counter(
+            "twofold_events_appended", "Events appended by commands of this process", registry=self.registry
+        )
+        self.head = Gauge("twofold_store_head_position", "Position of the last committed event", registry=self.registry)
+        self.checkpoint = Gauge(
+            "twofold_projection_position",
+            "Last position each projection committed",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "twofold_projection_lag_events",
+            "Events committed but not yet applied, per projection",
+            ["projection"],
+            registry=self.registry,
+        )
+
+    async def render(self, runtime: Runtime) -> bytes:
+        """Refresh the position gauges from the stores, then render every metric."""
+        head = await runtime.store.head_position() if runtime.store is not None else None
+        if head is not None:
+            self.head.set(head)
+        for name, position in (await runtime.positions()).items():
+            self.checkpoint.labels(name).set(position)
+            if head is not None:
+                self.lag.labels(name).set(max(head - position, 0))
+        return generate_latest(self.registry)
+
+    @contextmanager
+    def command(self, name: str) -> Iterator[None]:
+        """Count one command's outcome and time it."""
+        with self._observed(self.commands, self.command_seconds, name):
+            yield
+
+    @contextmanager
+    def query(self, name: str) -> Iterator[None]:
+        """Count one query's outcome and time it."""
+        with self._observed(self.queries, self.query_seconds, name):
+            yield
+
+    @staticmethod
+    @contextmanager
+    def _observed(counter: Counter, seconds: Histogram, name: str) -> Iterator[None]:
+        started, outcome = time.perf_counter(), "error"
+        try:
+            yield
+            outcome = "ok"
+        except BaseException as exc:
+            outcome = _OUTCOMES.get(type(exc), "error")
+            raise
+        finally:
+            counter.labels(name, outcome).inc()
+            seconds.labels(name).observe(time.perf_counter() - started)
+
+
+_OUTCOMES = {
+    DomainError: "rejected",
+    ConcurrencyError: "conflict",
+    InvalidMessage: "invalid",
+    NotFound: "not_found",
+    NotCaughtUp: "not_caught_up",
+}

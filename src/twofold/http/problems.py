@@ -1,0 +1,157 @@
+"""The one place where errors become ``application/problem+json`` responses (RFC 9457).
+
+Every error a client can cause maps to a status and a problem document that says what failed, with
+the facts as fields (``errors``, ``stream_id``, ``current_position``…). Nothing else reaches a
+client: an unexpected error is logged here and answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from twofold.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DomainError,
+    FieldError,
+    InvalidMessage,
+    NotCaughtUp,
+    NotFound,
+    StoreError,
+)
+from twofold.messages import field_path
+
+__all__ = ["BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "install", "problem"]
+
+log = logging.getLogger("twofold.http")
+MEDIA_TYPE = "application/problem+json"
+
+
+class BadRequest(Exception):
+    """The request itself is malformed: not JSON, or a header with an impossible value."""
+
+
+class UnsupportedMediaType(Exception):
+    """A command body that does not say it is JSON."""
+
+
+class PayloadTooLarge(Exception):
+    """A body over the limit; raised before any of it is parsed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"Request body is larger than the limit of {limit} bytes")
+
+
+def problem(status: int, title: str, detail: str | None = None, kind: str | None = None, **extra: Any) -> JSONResponse:
+    """A problem+json response; ``kind`` names the problem type (``urn:twofold:problem:<kind>``)."""
+    body: dict[str, Any] = {"type": f"urn:twofold:problem:{kind}" if kind else "about:blank", "title": title}
+    body["status"] = status
+    if detail is not None:
+        body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def _errors(errors: tuple[FieldError, ...] | list[FieldError]) -> list[dict[str, str]]:
+    return [{"field": e.field, "message": e.message} for e in errors]
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidMessage)
+    return problem(422, "Validation failed", str(exc), "validation", errors=_errors(exc.errors))
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    return problem(409, "Command rejected", str(exc), "rejected")
+
+
+async def _concurrency(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConcurrencyError)
+    expected = getattr(exc.expected, "value", exc.expected)
+    return problem(
+        409,
+        "Concurrency conflict",
+        str(exc),
+        "concurrency",
+        stream_id=exc.stream_id,
+        expected=expected,
+        actual=exc.actual,
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return problem(404, "Not found", str(exc), "not-found")
+
+
+async def _not_caught_up(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotCaughtUp)
+    return problem(
+        504,
+        "Read model not caught up",
+        str(exc),
+        "not-caught-up",
+        required_position=exc.required,
+        current_position=exc.current,
+    )
+
+
+async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
+    return problem(400, "Bad request", str(exc), "bad-request")
+
+
+async def _unsupported(request: Request, exc: Exception) -> JSONResponse:
+    return problem(415, "Unsupported media type", str(exc), "unsupported-media-type")
+
+
+async def _too_large(request: Request, exc: Exception) -> JSONResponse:
+    return problem(413, "Payload too large", str(exc), "too-large")
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [FieldError(field_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+    return problem(422, "Validation failed", None, "validation", errors=_errors(errors))
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    response = problem(exc.status_code, _TITLES.get(exc.status_code, "HTTP error"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _store(request: Request, exc: Exception) -> JSONResponse:
+    log.error("store failure on %s %s: %s", request.method, request.url.path, exc)
+    return problem(503, "Store unavailable", "The store could not complete the request; try again", "store")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "Internal server error", None, "internal")
+
+
+_TITLES = {404: "Not found", 405: "Method not allowed", 406: "Not acceptable"}
+
+
+def install(app: FastAPI) -> None:
+    """Register every mapping on ``app``; most specific first does not matter here, classes do."""
+    app.add_exception_handler(InvalidMessage, _invalid)
+    app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(ConcurrencyError, _concurrency)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(NotCaughtUp, _not_caught_up)
+    app.add_exception_handler(BadRequest, _bad_request)
+    app.add_exception_handler(UnsupportedMediaType, _unsupported)
+    app.add_exception_handler(PayloadTooLarge, _too_large)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(StoreError, _store)
+    app.add_exception_handler(ConfigurationError, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)
