@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,8 +45,8 @@ class SQLiteThreads:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._local = threading.local()
-        with self._translated():
-            self._connect().executescript(schema)
+        with self._translated(), closing(self._connect()) as conn:
+            conn.executescript(schema)
         self._writer = ThreadPoolExecutor(1, "twofold-sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, "twofold-sqlite-reader")
 
@@ -70,10 +70,10 @@ class SQLiteThreads:
         return await asyncio.get_running_loop().run_in_executor(executor, self._on_thread, work, args)
 
     def _on_thread(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
         with self._translated():
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._connect()
             return work(conn, *args)
 
     @contextmanager
@@ -87,9 +87,13 @@ class SQLiteThreads:
         # check_same_thread is off only so that close() may close every connection; each one is
         # used by the one thread that opened it.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=10000")
+        except BaseException:
+            conn.close()  # e.g. "file is not a database": nobody else holds this connection
+            raise
         with self._lock:
             self._connections.append(conn)
         return conn

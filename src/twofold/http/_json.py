@@ -53,6 +53,8 @@ async def json_body(request: Request) -> Any:
         raise BadRequest(f"Body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("Body is nested too deeply") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits(), 4300)
+        raise BadRequest("Body has a number with too many digits") from None
 
 
 def min_position(request: Request) -> int | None:

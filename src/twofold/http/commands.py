@@ -10,6 +10,7 @@ the first result. ``Prefer: respond-async`` answers 202 at once and runs the com
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import OrderedDict
 from typing import Any
@@ -26,6 +27,7 @@ from twofold.http.problems import BadRequest
 from twofold.messages import Command, new_id, parse
 from twofold.runtime import Runtime
 
+log = logging.getLogger("twofold.http")
 _KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 FAILURES_KEPT = 10_000  # outcomes of failed asynchronous commands remembered for GET /commands/{id}
 
@@ -55,6 +57,7 @@ class AsyncCommands:
         command_id = envelope["command_id"]
         if command_id in self._running:
             return
+        self._failed.pop(command_id, None)  # a retry under the same id: its own outcome, not the last one's
         task = asyncio.create_task(self._run(command, envelope), name=f"command {command_id}")
         self._running[command_id] = task
 
@@ -63,14 +66,19 @@ class AsyncCommands:
         try:
             await self._runtime.execute(command, **envelope)
         except TwofoldError as exc:
-            self._failed[command_id] = {"error": type(exc).__name__, "detail": str(exc)}
-            while len(self._failed) > FAILURES_KEPT:
-                self._failed.popitem(last=False)
+            self._fail(command_id, type(exc).__name__, str(exc))
         except Exception:
-            self._failed[command_id] = {"error": "InternalError", "detail": "The command failed unexpectedly"}
-            raise
+            # Nobody awaits this task: re-raising would only surface as "Task exception was never
+            # retrieved" whenever the task happens to be collected, so log it here, like a 500.
+            log.exception("background command %s (%s) failed unexpectedly", command_id, command.type_name)
+            self._fail(command_id, "InternalError", "The command failed unexpectedly")
         finally:
             self._running.pop(command_id, None)
+
+    def _fail(self, command_id: str, error: str, detail: str) -> None:
+        self._failed[command_id] = {"error": error, "detail": detail}
+        while len(self._failed) > FAILURES_KEPT:
+            self._failed.popitem(last=False)
 
     async def status(self, command_id: str) -> dict[str, Any]:
         if command_id in self._running:
@@ -105,6 +113,13 @@ def command_router(runtime: Runtime, background: AsyncCommands, metrics: Metrics
     @router.get("/commands/{command_id}", summary="Status and result of a command")
     async def command_status(command_id: str) -> dict[str, Any]:
         return await background.status(_checked_key(command_id, "command id"))
+
+    known = ", ".join(c.type_name for c in runtime.service.commands)
+
+    # Without this, POST to an unknown type would match GET /commands/{command_id} and answer 405.
+    @router.post("/commands/{command_type}", include_in_schema=False)
+    async def unknown_command(command_type: str) -> None:
+        raise NotFound(f"No command type {command_type!r}; this service accepts: {known}")
 
     return router
 

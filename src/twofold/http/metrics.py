@@ -88,7 +88,8 @@ class Metrics:
             yield
             outcome = "ok"
         except BaseException as exc:
-            outcome = _OUTCOMES.get(type(exc), "error")
+            # isinstance, not type(): an application's own DomainError subclass is still a rejection.
+            outcome = next((label for cls, label in _OUTCOMES.items() if isinstance(exc, cls)), "error")
             raise
         finally:
             counter.labels(name, outcome).inc()

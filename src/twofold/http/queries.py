@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from twofold.errors import NotFound
 from twofold.http._json import min_position
 from twofold.http.metrics import Metrics
 from twofold.messages import Query, parse
@@ -26,6 +27,12 @@ def query_router(runtime: Runtime, timeout: float, metrics: Metrics) -> APIRoute
     router = APIRouter(tags=["queries"])
     for query_type, handler in runtime.service.queries.items():
         _add_route(router, runtime, metrics, query_type, result_type_of(handler), timeout)
+    known = ", ".join(q.type_name for q in runtime.service.queries)
+
+    @router.get("/queries/{query_type}", include_in_schema=False)
+    async def unknown_query(query_type: str) -> None:
+        raise NotFound(f"No query type {query_type!r}; this service answers: {known}")
+
     return router
 
 
@@ -52,11 +59,10 @@ def _add_route(
 
 def _params(request: Request, query_type: type[Query]) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
-        if key in params or _is_sequence(query_type, key):
-            params.setdefault(key, []).append(value)
-        else:
-            params[key] = value
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        # A repeated scalar stays a list, so that validation refuses it instead of picking one.
+        params[key] = values if len(values) > 1 or _is_sequence(query_type, key) else values[0]
     return params
 
 

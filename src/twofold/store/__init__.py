@@ -119,6 +119,7 @@ def check_expected_version(stream_id: str, expected: int | ExpectedVersion, actu
 def validate_writes(writes: Sequence[StreamWrite]) -> None:
     """Refuse requests no backend could honour, before any transaction starts."""
     seen: set[str] = set()
+    event_ids: set[str] = set()
     for write in writes:
         if not write.stream_id or len(write.stream_id) > 255:
             raise ValueError(f"Stream id must be 1 to 255 characters (got {write.stream_id!r})")
@@ -127,6 +128,10 @@ def validate_writes(writes: Sequence[StreamWrite]) -> None:
         seen.add(write.stream_id)
         if isinstance(write.expected_version, int) and write.expected_version < 0:
             raise ValueError(f"Expected version must be 0 or more (got {write.expected_version})")
+        for event in write.events:
+            if event.event_id in event_ids:
+                raise ValueError(f"Event id {event.event_id} appears twice in one append")
+            event_ids.add(event.event_id)
 
 
 class EventStore(Protocol):

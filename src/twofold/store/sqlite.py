@@ -102,6 +102,9 @@ class SQLiteEventStore:
     """
 
     def __init__(self, path: str | Path, *, durability: Durability = "full", readers: int = 2) -> None:
+        if durability not in ("full", "normal"):
+            # SQLite reads an unknown synchronous level as NORMAL: a typo would silently weaken durability.
+            raise ValueError(f"Unknown durability {durability!r}: use 'full' (survives a power cut) or 'normal'")
         self._threads = SQLiteThreads(
             path, schema=SCHEMA, synchronous=durability.upper(), readers=readers, translate=_translate
         )

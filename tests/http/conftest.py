@@ -1,0 +1,26 @@
+"""Fixtures for the HTTP tests: the shop served in-process on SQLite files in ``tmp_path``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from examples.shop import shop
+
+from tests.http import Api, serve
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    """The shop, empty."""
+    async with serve(shop, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def stocked(api: Api) -> Api:
+    """The shop with A-1 (3 in stock, 1.50) and B-2 (10 in stock, 2.25)."""
+    await api.add_product("A-1", "Apple", "1.50", stock=3)
+    await api.add_product("B-2", "Banana", "2.25", stock=10)
+    return api
