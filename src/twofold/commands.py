@@ -168,12 +168,18 @@ class CommandDispatcher:
         if handler is None:
             raise NotFound(f"No handler for command {envelope.type_name}")
         command_id = envelope.message_id
-        previous = await self._store.command_result(command_id)
-        if previous is not None:
-            return CommandResult.of(command_id, previous, None)
+        if (previous := await self._recorded(command_id)) is not None:
+            return previous
         for attempt in range(1, self._max_attempts + 1):
             uow = UnitOfWork(self._store, envelope)
-            await handler(envelope.message, uow)
+            try:
+                await handler(envelope.message, uow)
+            except Exception:
+                # A concurrent dispatch of the same id may have appended since the check above; then
+                # the handler refuses on state the command itself made, and the first result stands.
+                if (previous := await self._recorded(command_id)) is not None:
+                    return previous
+                raise
             writes = uow.writes()
             if not writes:
                 return self._unchanged(command_id, uow)
@@ -186,6 +192,10 @@ class CommandDispatcher:
                 continue
             return CommandResult.of(command_id, appended, uow.first_stream)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _recorded(self, command_id: str) -> CommandResult | None:
+        previous = await self._store.command_result(command_id)
+        return None if previous is None else CommandResult.of(command_id, previous, None)
 
     @staticmethod
     def _unchanged(command_id: str, uow: UnitOfWork) -> CommandResult:

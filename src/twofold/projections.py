@@ -146,10 +146,20 @@ class ProjectionRunner:
             page = [e async for e in self._store.read_all(self.position + 1, self._batch_size)]
             if not page:
                 return
-            await self.apply_page(page)
+            try:
+                await self.apply_page(page)
+            except CheckpointConflict as conflict:  # this runner's own task, or another worker, was first
+                self._notifier.announce(conflict.actual)
 
     async def apply_page(self, page: Sequence[StoredEvent]) -> None:
-        """Apply one page of consecutive events and move the checkpoint past the last, atomically."""
+        """Apply one page of consecutive events and move the checkpoint past the last, atomically.
+
+        Events at or before this runner's position are left out: ``catch_up`` or a lost race may
+        have applied them since the page was read, and the checkpoint fence alone cannot tell.
+        """
+        page = [e for e in page if e.position > self.position]
+        if not page:
+            return
         relevant = [e for e in page if e.type in self._types]
 
         def work(db: Database) -> None:

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from examples.shop import shop
 
+from examples.shop import shop
 from tests.http import Api, serve
 
 

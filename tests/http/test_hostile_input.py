@@ -13,10 +13,10 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from examples.shop import shop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples.shop import shop
 from tests.http import Api, assert_no_leak, order
 
 HOSTILE = settings(

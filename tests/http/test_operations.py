@@ -10,7 +10,6 @@ from typing import Any
 from examples.shop import shop
 from examples.shop.handlers import add_product
 from examples.shop.messages import AddProduct, ProductAdded
-
 from tests.http import Api, assert_problem, order, serve
 from twofold import Command, Database, DomainError, Projection, Service, StoredEvent, UnitOfWork
 

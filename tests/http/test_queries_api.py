@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from examples.shop import shop
 
+from examples.shop import shop
 from tests.http import QUERY_TIMEOUT, Api, assert_problem, order, serve
 
 FAR_AHEAD = 10**15
