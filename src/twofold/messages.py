@@ -88,9 +88,19 @@ def parse(message_type: type[M], data: Mapping[str, Any]) -> M:
         raise invalid(message_type.type_name, exc) from None
 
 
+MAX_FIELD_ERRORS = 100  # past this, a hostile body would get an answer far larger than itself
+
+
 def invalid(message_type: str, exc: ValidationError) -> InvalidMessage:
-    """Translate pydantic's errors into :class:`InvalidMessage` (``lines[0].quantity``-style paths)."""
-    return InvalidMessage(message_type, [FieldError(field_path(e["loc"]), e["msg"]) for e in exc.errors()])
+    """Translate pydantic's errors into :class:`InvalidMessage` (``lines[0].quantity``-style paths).
+
+    Every bad field is named, up to ``MAX_FIELD_ERRORS``; a last entry counts the rest.
+    """
+    errors = [FieldError(field_path(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+    if len(errors) > MAX_FIELD_ERRORS:
+        rest = len(errors) - MAX_FIELD_ERRORS
+        errors = [*errors[:MAX_FIELD_ERRORS], FieldError("(more)", f"{rest} more errors not listed")]
+    return InvalidMessage(message_type, errors)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

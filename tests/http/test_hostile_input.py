@@ -252,6 +252,19 @@ async def test_huge_deep_or_odd_json_is_refused_cleanly_and_the_app_keeps_servin
     assert after["position"] == await stocked.head()
 
 
+async def test_a_body_with_thousands_of_bad_fields_gets_an_answer_smaller_than_itself(stocked: Api) -> None:
+    body = json.dumps({"sku": "A-1", "quantity": 1, **{f"field{i}": i for i in range(5_000)}}).encode()
+
+    response = await stocked.client.post("/commands/ReceiveStock", content=body, headers=JSON_HEADERS)
+
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors[:3]] == ["field0", "field1", "field2"]
+    assert len(errors) == 101
+    assert errors[-1] == {"field": "(more)", "message": "4900 more errors not listed"}
+    assert len(response.content) < len(body)
+
+
 UNICODE_NAMES = {
     "nul": "Nut\x00Bolt",
     "rtl-override": "\u202eelppA\u202c",
