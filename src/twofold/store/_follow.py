@@ -25,16 +25,19 @@ async def follow_pages(
 ) -> AsyncIterator[list[StoredEvent]]:
     """Yield non-empty pages of events in global order, forever, from ``from_position`` on."""
     position = from_position
+    filtered = categories is not None or types is not None
     while True:
-        head = await store.head_position()
+        # Filtered, a short page says nothing of how far the store was scanned; the head read
+        # *before* the page does. Unfiltered, the page itself says it, and the read is saved.
+        head = await store.head_position() if filtered else None
         page = [e async for e in store.read_all(position, page_size, categories, types)]
         if page:
             position = page[-1].position + 1
             yield page
             if len(page) == page_size:
                 continue
-        # A short page means every match up to ``head`` has been read, filtered or not.
-        position = max(position, head + 1)
+        if head is not None:
+            position = max(position, head + 1)
         await store.wait_for_events(position - 1, IDLE_WAIT)
 
 

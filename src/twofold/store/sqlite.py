@@ -15,6 +15,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +111,8 @@ class SQLiteEventStore:
         )
         self.path = self._threads.path
         self._notifier = Notifier()
+        with closing(sqlite3.connect(self.path)) as conn:
+            self._notifier.announce(conn.execute(HEAD_POSITION).fetchone()[0])
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -228,17 +231,20 @@ class SQLiteEventStore:
         return follow(self, from_position, categories, types)
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
-        # Appends from this process wake waiters at once; other processes' are found by polling.
+        # The notifier knows the head as of opening plus every append from this process, and wakes
+        # waiters at once; other processes' appends are found by reading the head every poll.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if await self.head_position() > after_position:
-                return True
             left = deadline - loop.time()
-            if left <= 0:
-                return False
-            if await self._notifier.wait(max(after_position, self._notifier.head), min(left, POLL_INTERVAL)):
+            if await self._notifier.wait(after_position, max(min(left, POLL_INTERVAL), 0)):
                 return True
+            head = await self.head_position()
+            if head > after_position:
+                self._notifier.announce(head)
+                return True
+            if left <= POLL_INTERVAL:
+                return False
 
     async def head_position(self) -> int:
         return int(await self._threads.read(_scalar, HEAD_POSITION, ()))
