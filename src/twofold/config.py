@@ -55,11 +55,32 @@ def _beside(database_url: str) -> str:
 
 
 def open_event_store(url: str) -> EventStore:
+    if _is_postgres(url):
+        from twofold.store.postgres import PostgresEventStore
+
+        return PostgresEventStore(url)
     return SQLiteEventStore(_sqlite_path(url, "TWOFOLD_DATABASE_URL"))
 
 
 def open_read_store(url: str) -> ReadStore:
+    if _is_postgres(url):
+        from twofold.readmodels.postgres import PostgresReadStore
+
+        return PostgresReadStore(url)
     return SQLiteReadStore(_sqlite_path(url, "TWOFOLD_READ_DATABASE_URL"))
+
+
+def _is_postgres(url: str) -> bool:
+    if not url.startswith(("postgresql://", "postgres://")):
+        return False
+    try:
+        import asyncpg  # noqa: F401
+        import psycopg  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "A postgresql:// URL needs the PostgreSQL drivers: pip install 'twofold[postgres]'"
+        ) from exc
+    return True
 
 
 def _sqlite_path(url: str, variable: str) -> str:
@@ -68,8 +89,8 @@ def _sqlite_path(url: str, variable: str) -> str:
         if path:
             return path
     raise ConfigurationError(
-        f"{variable}={url!r} is not a database this installation can open; "
-        "use sqlite:///path/to/file.db (relative) or sqlite:////absolute/path.db"
+        f"{variable}={url!r} is not a database this installation can open; use sqlite:///path/to/file.db "
+        "(relative), sqlite:////absolute/path.db or postgresql://user@host:port/database"
     )
 
 

@@ -89,14 +89,36 @@ class PostgresServer:
             return
         self._prepare_directory()
         if not (self.data / "PG_VERSION").exists():
-            self._run(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-                       "--no-sync", "--no-instructions"])
+            self._run(
+                [
+                    "initdb",
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ]
+            )
         options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(
-                [str(_binaries() / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                 "-k", str(self.directory), *options],
-                stdout=log, stderr=subprocess.STDOUT, user=self._user, start_new_session=True,
+                [
+                    str(_binaries() / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.directory),
+                    *options,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self._user,
+                start_new_session=True,
             )
         self._wait_until_ready()
 
@@ -122,18 +144,42 @@ class PostgresServer:
         if self._owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` (an identifier) and return its URL."""
+    def create_database(self, name: str, *, exist_ok: bool = False) -> str:
+        """Create database ``name`` (letters, digits, underscores) and return its URL."""
         if not name.replace("_", "").isalnum():
             raise ValueError(f"Database name {name!r} must be letters, digits and underscores")
+        if exist_ok and self._database_exists(name):
+            return self.url(name)
         self._run(["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name])
         return self.url(name)
+
+    def _database_exists(self, name: str) -> bool:
+        found = subprocess.run(
+            [
+                str(_binaries() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
+            ],  # name checked above: an identifier
+            capture_output=True,
+            text=True,
+            user=self._user,
+            check=False,
+        )
+        return found.stdout.strip() == "1"
 
     def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _wait_until_ready(self) -> None:
@@ -183,7 +229,8 @@ def _server_user() -> str | None:
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     return SERVER_USER
 

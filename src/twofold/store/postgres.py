@@ -1,0 +1,435 @@
+"""The production event store: PostgreSQL through asyncpg, with a gap-free global order.
+
+    store = PostgresEventStore("postgresql://app@db.internal/shop")
+    result = await store.append("order-1", [NewEvent("shop.OrderPlaced", {...})], NO_STREAM)
+
+**Why positions are handed out after commit.** A sequence numbers rows when they are inserted, but
+transactions commit in another order: a reader that trusted such numbers would move past an
+event that a slower transaction commits later, and never see it. Here, appends insert their events
+*without* a position and commit concurrently; then a short sequencing transaction, serialized by
+an advisory lock, numbers every committed, unnumbered event in one go (``max(position) + 1, + 2…``)
+and commits. Readers only read numbered events. Since each sequencing transaction sees every
+earlier one and only numbers committed rows, a reader can never see position N+1 and later a
+smaller one, and no event can be numbered below a position a reader has already passed.
+
+The appender runs the sequencing step itself right after its commit, so its result carries
+positions; under load one step numbers many appends at once. If an appender dies between the two,
+the next step, run by any appender or by a waiting reader's poll, numbers what it left.
+See docs/guarantees.md for the cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from twofold._notify import Notifier
+from twofold.errors import StoreError
+from twofold.messages import utc_now
+from twofold.store import (
+    ANY,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    StoredEvent,
+    StreamWrite,
+    category_of,
+    check_expected_version,
+    validate_writes,
+)
+from twofold.store._follow import follow
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+
+__all__ = ["PostgresEventStore"]
+
+# Advisory lock keys, (class, object): a class of its own for each purpose.
+LOCK_STREAM = 7301  # with hashtext(stream_id): writers of one stream take turns reading its version
+LOCK_SEQUENCER = (7302, 0)  # one sequencing step at a time, so positions only ever grow
+LOCK_MIGRATION = (7303, 0)  # one process migrates the schema; the others wait, then see it done
+CHANNEL = "twofold_events"  # NOTIFY channel; the payload is the highest position just numbered
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        position       bigint UNIQUE,  -- NULL until the sequencing step numbers the committed row
+        stream_id      text        NOT NULL,
+        version        bigint      NOT NULL,
+        event_id       text        NOT NULL UNIQUE,
+        type           text        NOT NULL,
+        schema_version integer     NOT NULL,
+        data           json        NOT NULL,  -- json, not jsonb: stored exactly as written
+        metadata       json        NOT NULL,
+        recorded_at    timestamptz NOT NULL,
+        category       text        NOT NULL,
+        UNIQUE (stream_id, version)
+    );
+    CREATE INDEX events_unnumbered ON events (id) WHERE position IS NULL;
+    CREATE INDEX events_by_category ON events (category, position);
+    CREATE TABLE commands (
+        command_id text   PRIMARY KEY,
+        versions   json   NOT NULL,
+        event_ids  text[] NOT NULL
+    );
+    """,
+    # One sequencing step. Given event ids, it numbers those (an appender numbering its own events
+    # right after its commit, found by the unique index); given NULL, every unnumbered event (the
+    # sweep after an appender died between its commit and this step). In a VOLATILE function each
+    # statement takes a fresh snapshot, so the statements after the lock see every earlier step.
+    f"""
+    CREATE FUNCTION twofold_number(event_ids text[]) RETURNS bigint LANGUAGE plpgsql AS $$
+    DECLARE
+        top bigint;
+        waiting bigint[];
+    BEGIN
+        PERFORM pg_advisory_xact_lock({LOCK_SEQUENCER[0]}, {LOCK_SEQUENCER[1]});
+        SELECT coalesce(max(position), 0) INTO top FROM events;
+        IF event_ids IS NULL THEN
+            SELECT array_agg(id ORDER BY id) INTO waiting FROM events WHERE position IS NULL;
+        ELSE
+            SELECT array_agg(id ORDER BY id) INTO waiting
+            FROM events WHERE event_id = ANY(event_ids) AND position IS NULL;
+        END IF;
+        IF waiting IS NULL THEN
+            RETURN top;
+        END IF;
+        -- Joined through the primary key, whatever the table's statistics say.
+        UPDATE events SET position = top + w.n
+        FROM unnest(waiting) WITH ORDINALITY AS w(id, n) WHERE events.id = w.id;
+        PERFORM pg_notify('{CHANNEL}', (top + cardinality(waiting))::text);
+        RETURN top + cardinality(waiting);
+    END
+    $$;
+    """,
+)
+
+SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS twofold_schema (version integer NOT NULL)"
+GET_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM twofold_schema"
+SET_SCHEMA_VERSION = "INSERT INTO twofold_schema (version) VALUES ($1)"
+LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+# Streams are locked in sorted order, so two multi-stream appends can never deadlock.
+LOCK_STREAMS = (
+    f"SELECT pg_advisory_xact_lock({LOCK_STREAM}, hashtext(s)) FROM (SELECT unnest($1::text[]) AS s ORDER BY 1) o"
+)
+# One index probe per stream (max over an equality is a backward index scan); a GROUP BY over
+# ANY(...) would read every event of every stream instead.
+STREAM_VERSIONS = """
+SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s) FROM unnest($1::text[]) AS s
+"""
+INSERT_EVENTS = """
+INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, recorded_at, category)
+SELECT $1, v, e, t, s, d::json, m::json, $7, $8
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::integer[], $6::text[], $9::text[]) AS u(v, e, t, s, d, m)
+"""
+FIND_COMMAND = "SELECT versions, event_ids FROM commands WHERE command_id = $1"
+INSERT_COMMAND = "INSERT INTO commands (command_id, versions, event_ids) VALUES ($1, $2::json, $3::text[])"
+COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata, recorded_at"
+EVENTS_BY_ID = f"SELECT {COLUMNS} FROM events WHERE event_id = ANY($1::text[]) ORDER BY position"
+NUMBER = "SELECT twofold_number($1::text[])"
+SWEEP = "SELECT twofold_number(NULL)"
+HEAD_POSITION = "SELECT coalesce(max(position), 0) FROM events"
+STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1"
+READ_STREAM = f"""
+SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4
+"""
+READ_ALL = f"""
+SELECT {COLUMNS} FROM events
+WHERE position >= $1
+  AND ($2::text[] IS NULL OR category = ANY($2))
+  AND ($3::text[] IS NULL OR type = ANY($3))
+ORDER BY position LIMIT $4
+"""
+
+PAGE_SIZE = 500
+POLL_INTERVAL = 0.5  # seconds between head reads when no notification arrives (the fallback)
+
+
+class PostgresEventStore:
+    """An :class:`~twofold.store.EventStore` in PostgreSQL.
+
+    Args:
+        url: a ``postgresql://`` URL.
+        pool_size: the most connections appends and reads use at once.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._notifier = Notifier()
+        self._listener: asyncpg.Connection[asyncpg.Record] | None = None
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | ExpectedVersion = ANY,
+        command_id: str | None = None,
+    ) -> AppendResult:
+        return await self.append_streams([StreamWrite(stream_id, events, expected_version)], command_id)
+
+    async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
+        validate_writes(writes)
+        pool = await self._connected()
+        with _translated():
+            async with pool.acquire() as conn:
+                try:
+                    versions, event_ids = await self._insert(conn, writes, command_id)
+                except asyncpg.UniqueViolationError as exc:
+                    if command_id is None or exc.constraint_name != "commands_pkey":
+                        raise
+                    versions, event_ids = None, []  # a concurrent twin of this command committed first
+                if versions is None:
+                    assert command_id is not None  # only a recorded command id returns no versions
+                    found = await self._command(conn, command_id)
+                    assert found is not None
+                    return found
+                events = await self._numbered(conn, event_ids)
+        return AppendResult(command_id, versions, events)
+
+    async def _insert(
+        self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
+    ) -> tuple[dict[str, int] | None, list[str]]:
+        """The append's own transaction: check every stream's version and insert, unnumbered."""
+        async with conn.transaction():
+            return await self._write(conn, writes, command_id)
+
+    async def _write(
+        self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
+    ) -> tuple[dict[str, int] | None, list[str]]:
+        stream_ids = [w.stream_id for w in writes]
+        await conn.execute(LOCK_STREAMS, stream_ids)
+        # Looked up under the stream locks, so a concurrent twin of this command is seen once it commits.
+        if command_id is not None and await conn.fetchrow(FIND_COMMAND, command_id) is not None:
+            return None, []
+        current: dict[str, int] = {row[0]: row[1] for row in await conn.fetch(STREAM_VERSIONS, stream_ids)}
+        recorded_at = utc_now()
+        versions: dict[str, int] = {}
+        event_ids: list[str] = []
+        for write in writes:
+            actual = current.get(write.stream_id, 0)
+            check_expected_version(write.stream_id, write.expected_version, actual)
+            events = write.events
+            if events:
+                await conn.execute(
+                    INSERT_EVENTS,
+                    write.stream_id,
+                    list(range(actual + 1, actual + len(events) + 1)),
+                    [e.event_id for e in events],
+                    [e.type for e in events],
+                    [e.schema_version for e in events],
+                    [_json(e.data) for e in events],
+                    recorded_at,
+                    category_of(write.stream_id),
+                    [_json(e.metadata) for e in events],
+                )
+            versions[write.stream_id] = actual + len(events)
+            event_ids.extend(e.event_id for e in events)
+        if command_id is not None:
+            await conn.execute(INSERT_COMMAND, command_id, json.dumps(versions), event_ids)
+        return versions, event_ids
+
+    async def _numbered(self, conn: Connection, event_ids: list[str]) -> list[StoredEvent]:
+        """The stored events with their positions, running a sequencing step if they have none yet."""
+        if not event_ids:
+            return []
+        await conn.fetchval(NUMBER, event_ids)
+        return [_decode(row) for row in await conn.fetch(EVENTS_BY_ID, event_ids)]
+
+    async def _sweep(self, conn: Connection) -> None:
+        """Number every committed, unnumbered event, after every position handed out before."""
+        await conn.fetchval(SWEEP)  # NOTIFY tells every listener, this process included, the new head
+
+    async def _command(self, conn: Connection, command_id: str) -> AppendResult | None:
+        row = await conn.fetchrow(FIND_COMMAND, command_id)
+        if row is None:
+            return None
+        return AppendResult(command_id, json.loads(row[0]), await self._numbered(conn, list(row[1])))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        version, last = max(from_version, 1), to_version if to_version is not None else 2**62
+        while version <= last:
+            page = await self._fetch(READ_STREAM, stream_id, version, last, PAGE_SIZE)
+            if any(row["position"] is None for row in page):  # committed, not numbered yet
+                await self._sweep_now()
+                continue
+            for row in page:
+                yield _decode(row)
+            if len(page) < PAGE_SIZE:
+                return
+            version = page[-1]["version"] + 1
+
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int | None = None,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        position, remaining = max(from_position, 1), limit
+        category_filter = None if categories is None else list(categories)
+        type_filter = None if types is None else list(types)
+        while remaining is None or remaining > 0:
+            size = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+            page = await self._fetch(READ_ALL, position, category_filter, type_filter, size)
+            for row in page:
+                yield _decode(row)
+            if len(page) < size:
+                return
+            position = page[-1]["position"] + 1
+            remaining = None if remaining is None else remaining - len(page)
+
+    def subscribe(
+        self,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        return follow(self, from_position, categories, types)
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> bool:
+        # NOTIFY wakes waiters within milliseconds of a sequencing step; a poll that also numbers
+        # what a dead appender left behind is the fallback when notifications are lost.
+        await self._listen()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if await self._notifier.wait(after_position, max(min(left, POLL_INTERVAL), 0)):
+                return True
+            await self._sweep_now()
+            head = await self.head_position()
+            if head > after_position:
+                self._notifier.announce(head)
+                return True
+            if left <= POLL_INTERVAL:
+                return False
+
+    async def head_position(self) -> int:
+        return int(await self._fetchval(HEAD_POSITION))
+
+    async def stream_version(self, stream_id: str) -> int:
+        return int(await self._fetchval(STREAM_VERSION, stream_id))
+
+    async def command_result(self, command_id: str) -> AppendResult | None:
+        pool = await self._connected()
+        with _translated():
+            async with pool.acquire() as conn:
+                return await self._command(conn, command_id)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- connections -----------------------------------------------------------------------------
+
+    async def _connected(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                with _translated():
+                    pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size)
+                    async with pool.acquire() as conn:
+                        await _migrate(conn)
+                self._pool = pool
+        return self._pool
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        pool = await self._connected()
+        with _translated():
+            return list(await pool.fetch(sql, *args))
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        pool = await self._connected()
+        with _translated():
+            return await pool.fetchval(sql, *args)
+
+    async def _sweep_now(self) -> None:
+        pool = await self._connected()
+        with _translated():
+            async with pool.acquire() as conn:
+                await self._sweep(conn)
+
+    async def _listen(self) -> None:
+        """Keep one connection LISTENing; after a lost connection, the next wait opens another."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            listener = await asyncpg.connect(self.url)
+            await listener.add_listener(CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return  # the poll still finds new events; the next wait tries again
+        self._listener = listener
+
+    def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        with contextlib.suppress(ValueError):
+            self._notifier.announce(int(str(payload)))
+
+
+async def _migrate(conn: Connection) -> None:
+    """Bring the schema to the newest version, once, whatever the number of processes starting."""
+    async with conn.transaction():
+        await conn.execute(LOCK, *LOCK_MIGRATION)
+        await conn.execute(SCHEMA_VERSION_TABLE)
+        version = await conn.fetchval(GET_SCHEMA_VERSION)
+        for number, migration in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                await conn.execute(migration)
+                await conn.execute(SET_SCHEMA_VERSION, number)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _decode(row: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(
+        position=row[0],
+        stream_id=row[1],
+        version=row[2],
+        event_id=row[3],
+        type=row[4],
+        schema_version=row[5],
+        data=json.loads(row[6]),
+        metadata=json.loads(row[7]),
+        recorded_at=row[8],
+    )
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Map asyncpg's errors to twofold's, most specific first."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "events_event_id_key":
+            raise ValueError(f"An event id in this append is already stored ({exc.detail})") from exc
+        raise StoreError(f"PostgreSQL refused the write: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"PostgreSQL failed: {exc}") from exc
+    except (asyncpg.InterfaceError, OSError) as exc:
+        raise StoreError(f"PostgreSQL connection failed: {exc}") from exc
