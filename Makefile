@@ -23,8 +23,8 @@ run-postgres: install  ## the same, on a development PostgreSQL kept in ./data/p
 	$(BIN)/twofold serve examples.$(APP):$(APP) --dev-postgres
 
 lint: install
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks conftest.py
+	$(BIN)/ruff format --check src tests examples benchmarks conftest.py
 
 typecheck: install
 	$(BIN)/mypy

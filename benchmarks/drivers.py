@@ -81,8 +81,10 @@ async def main() -> None:
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute(SCHEMA)
                     rates.append(await run(url, writers))
-                print(f"{name:8} {writers} writer(s): median {statistics.median(rates):7.0f} appends/s "
-                      f"(min {min(rates):.0f}, max {max(rates):.0f})")
+                print(
+                    f"{name:8} {writers} writer(s): median {statistics.median(rates):7.0f} appends/s "
+                    f"(min {min(rates):.0f}, max {max(rates):.0f})"
+                )
 
 
 if __name__ == "__main__":

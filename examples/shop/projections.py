@@ -40,16 +40,24 @@ class Stock(BaseModel):
 
 
 class Catalog(Projection, name="shop.catalog"):
-    """Products with their available stock, and a full-text index over their names."""
+    """Products with their available stock, and a full-text index over their names.
 
-    tables = ("products", "product_search")
+    Search is each database's own: an FTS5 table beside ``products`` on SQLite, a GIN index over
+    the names' ``tsvector`` on PostgreSQL. Both match every word typed as a prefix, best match first.
+    """
+
+    tables = ("products", "product_search")  # product_search exists on SQLite only; dropping it elsewhere is a no-op
 
     def setup(self, db: Database) -> None:
         db.execute(
             "CREATE TABLE IF NOT EXISTS products ("
             " sku TEXT PRIMARY KEY, name TEXT NOT NULL, price TEXT NOT NULL, available INTEGER NOT NULL)"
         )
-        db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS product_search USING fts5(sku UNINDEXED, name)")
+        if db.dialect == "postgresql":
+            # 'simple': words lower-cased, never stemmed, no stop words; close to FTS5's default tokenizer.
+            db.execute("CREATE INDEX IF NOT EXISTS products_search ON products USING gin (to_tsvector('simple', name))")
+        else:
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS product_search USING fts5(sku UNINDEXED, name)")
 
     def apply(
         self,
@@ -59,8 +67,11 @@ class Catalog(Projection, name="shop.catalog"):
     ) -> None:
         match event:
             case ProductAdded(sku=sku, name=name, price=price):
-                db.execute("INSERT INTO products VALUES (?, ?, ?, 0)", (sku, name, str(price)))
-                db.execute("INSERT INTO product_search (sku, name) VALUES (?, ?)", (sku, name))
+                db.execute(
+                    "INSERT INTO products (sku, name, price, available) VALUES (?, ?, ?, 0)", (sku, name, str(price))
+                )
+                if db.dialect != "postgresql":  # PostgreSQL's index follows the products table
+                    db.execute("INSERT INTO product_search (sku, name) VALUES (?, ?)", (sku, name))
             case StockReceived(sku=sku, quantity=quantity) | StockReleased(sku=sku, quantity=quantity):
                 db.execute("UPDATE products SET available = available + ? WHERE sku = ?", (quantity, sku))
             case StockReserved(sku=sku, quantity=quantity):
@@ -71,6 +82,15 @@ class Catalog(Projection, name="shop.catalog"):
         words = re.findall(r"\w+", query.text)
         if not words:
             rows = db.fetch_all("SELECT sku, name, price FROM products ORDER BY name LIMIT ?", (SEARCH_LIMIT,))
+        elif db.dialect == "postgresql":
+            # 'blue':* & 'mu':* — each word quoted, so nothing a client types is read as tsquery syntax.
+            match = " & ".join(f"'{word}':*" for word in words)
+            rows = db.fetch_all(
+                "SELECT sku, name, price FROM products, to_tsquery('simple', ?) AS query"
+                " WHERE to_tsvector('simple', name) @@ query"
+                " ORDER BY ts_rank(to_tsvector('simple', name), query) DESC, name LIMIT ?",
+                (match, SEARCH_LIMIT),
+            )
         else:
             # Each word is quoted, so nothing a client types is read as FTS5 query syntax.
             match = " ".join('"' + word.replace('"', '""') + '"*' for word in words)
@@ -108,7 +128,7 @@ class Orders(BaseModel):
 
 
 class OrderBook(Projection, name="shop.orders"):
-    """Every order by customer, newest first, with who placed it."""
+    """Every order by customer, newest first, with who placed it; the same SQL on SQLite and PostgreSQL."""
 
     tables = ("orders",)
 
@@ -116,7 +136,7 @@ class OrderBook(Projection, name="shop.orders"):
         db.execute(
             "CREATE TABLE IF NOT EXISTS orders ("
             " order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, status TEXT NOT NULL, lines TEXT NOT NULL,"
-            " total TEXT NOT NULL, placed_at TEXT NOT NULL, placed_by TEXT, position INTEGER NOT NULL)"
+            " total TEXT NOT NULL, placed_at TEXT NOT NULL, placed_by TEXT, position BIGINT NOT NULL)"
         )
         db.execute("CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, position)")
 
@@ -125,7 +145,8 @@ class OrderBook(Projection, name="shop.orders"):
             case OrderPlaced():
                 lines = json.dumps([line.model_dump(mode="json") for line in event.lines])
                 db.execute(
-                    "INSERT INTO orders VALUES (?, ?, 'placed', ?, ?, ?, ?, ?)",
+                    "INSERT INTO orders (order_id, customer_id, status, lines, total, placed_at, placed_by, position)"
+                    " VALUES (?, ?, 'placed', ?, ?, ?, ?, ?)",
                     (
                         event.order_id,
                         event.customer_id,

@@ -8,7 +8,22 @@ import pytest
 
 import twofold
 
-MODULES = ["twofold", "twofold.errors", "twofold.messages", "twofold.store", "twofold.readmodels", "twofold.http"]
+MODULES = [
+    "twofold",
+    "twofold.errors",
+    "twofold.http",
+    "twofold.messages",
+    "twofold.readmodels",
+    "twofold.readmodels.postgres",
+    "twofold.readmodels.sqlite",
+    "twofold.store",
+    "twofold.store.memory",
+    "twofold.store.postgres",
+    "twofold.store.sqlite",
+    "twofold.testing",
+    "twofold.testing.contracts",
+    "twofold.testing.servers",
+]
 
 
 def isort_order(name: str) -> tuple[int, str]:

@@ -1,8 +1,12 @@
-"""The shop's read models through a running service on SQLite: search, stock levels, order history."""
+"""The shop's read models through a running service: search, stock levels, order history.
+
+Every test runs twice, with its read models in SQLite and in a real PostgreSQL; the events stay in SQLite.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,8 +25,11 @@ from examples.shop.messages import (
 )
 from examples.shop.projections import Orders, ProductList, Stock
 from twofold import NotFound, Runtime
+from twofold.readmodels import ReadStore
+from twofold.readmodels.postgres import PostgresReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store.sqlite import SQLiteEventStore
+from twofold.testing.servers import PostgresServer
 
 WAIT = 5.0  # seconds a read-your-writes query may wait before the test fails
 
@@ -35,11 +42,23 @@ CATALOGUE = {
 }
 
 
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_read_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ReadStore]:
+    """Opens a read store on one fresh database; called twice, two stores on it, as two processes."""
+    if request.param == "sqlite":
+        return lambda: SQLiteReadStore(tmp_path / "read.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(f"shop_read_{next(_databases)}")
+    return lambda: PostgresReadStore(url)
+
+
 @pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+async def runtime(tmp_path: Path, open_read_store: Callable[[], ReadStore]) -> AsyncIterator[Runtime]:
     store = SQLiteEventStore(tmp_path / "events.db", durability="normal")
-    read_store = SQLiteReadStore(tmp_path / "read.db")
-    async with Runtime(shop, store=store, read_store=read_store) as runtime:
+    async with Runtime(shop, store=store, read_store=open_read_store()) as runtime:
         yield runtime
 
 
@@ -227,9 +246,9 @@ async def test_a_query_at_a_commands_position_always_sees_that_command(runtime: 
 
 
 async def test_a_query_process_without_projections_waits_for_the_worker_to_get_there(
-    runtime: Runtime, stocked: int, tmp_path: Path
+    runtime: Runtime, stocked: int, open_read_store: Callable[[], ReadStore]
 ) -> None:
-    async with Runtime(shop, read_store=SQLiteReadStore(tmp_path / "read.db")) as replica:
+    async with Runtime(shop, read_store=open_read_store()) as replica:
         position = await place(runtime, "o-1", "c-1", ("A-1", 4))
 
         level = await replica.query(StockLevel(sku="A-1"), min_position=position, timeout=WAIT)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -83,32 +84,29 @@ MIGRATIONS: tuple[str, ...] = (
         event_ids  text[] NOT NULL
     );
     """,
-    # One sequencing step. Given event ids, it numbers those (an appender numbering its own events
-    # right after its commit, found by the unique index); given NULL, every unnumbered event (the
-    # sweep after an appender died between its commit and this step). In a VOLATILE function each
-    # statement takes a fresh snapshot, so the statements after the lock see every earlier step.
+    # One sequencing step: number every committed, unnumbered event in insert order, above every
+    # position handed out before, then report the positions of the caller's events. Numbering all
+    # of them, not only the caller's, keeps each stream's versions in position order: an append to
+    # a stream starts only after the previous one committed, so its events have higher ids. In a
+    # VOLATILE function each statement takes a fresh snapshot, so those after the lock see every
+    # earlier step and every append committed before it.
     f"""
-    CREATE FUNCTION twofold_number(event_ids text[]) RETURNS bigint LANGUAGE plpgsql AS $$
+    CREATE FUNCTION twofold_number(mine text[]) RETURNS TABLE (event_id text, event_position bigint)
+    LANGUAGE plpgsql AS $$
     DECLARE
         top bigint;
         waiting bigint[];
     BEGIN
         PERFORM pg_advisory_xact_lock({LOCK_SEQUENCER[0]}, {LOCK_SEQUENCER[1]});
-        SELECT coalesce(max(position), 0) INTO top FROM events;
-        IF event_ids IS NULL THEN
-            SELECT array_agg(id ORDER BY id) INTO waiting FROM events WHERE position IS NULL;
-        ELSE
-            SELECT array_agg(id ORDER BY id) INTO waiting
-            FROM events WHERE event_id = ANY(event_ids) AND position IS NULL;
+        SELECT coalesce(max(e.position), 0) INTO top FROM events AS e;
+        SELECT array_agg(e.id ORDER BY e.id) INTO waiting FROM events AS e WHERE e.position IS NULL;
+        IF waiting IS NOT NULL THEN
+            -- Joined through the primary key, whatever the table's statistics say.
+            UPDATE events SET position = top + w.n
+            FROM unnest(waiting) WITH ORDINALITY AS w(id, n) WHERE events.id = w.id;
+            PERFORM pg_notify('{CHANNEL}', (top + cardinality(waiting))::text);
         END IF;
-        IF waiting IS NULL THEN
-            RETURN top;
-        END IF;
-        -- Joined through the primary key, whatever the table's statistics say.
-        UPDATE events SET position = top + w.n
-        FROM unnest(waiting) WITH ORDINALITY AS w(id, n) WHERE events.id = w.id;
-        PERFORM pg_notify('{CHANNEL}', (top + cardinality(waiting))::text);
-        RETURN top + cardinality(waiting);
+        RETURN QUERY SELECT e.event_id, e.position FROM events AS e WHERE e.event_id = ANY(mine);
     END
     $$;
     """,
@@ -130,14 +128,16 @@ SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s) FRO
 INSERT_EVENTS = """
 INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, recorded_at, category)
 SELECT $1, v, e, t, s, d::json, m::json, $7, $8
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::integer[], $6::text[], $9::text[]) AS u(v, e, t, s, d, m)
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::integer[], $6::text[], $9::text[])
+     WITH ORDINALITY AS u(v, e, t, s, d, m, n)
+ORDER BY n  -- ids, and so positions, follow the order of the events in the append
 """
 FIND_COMMAND = "SELECT versions, event_ids FROM commands WHERE command_id = $1"
 INSERT_COMMAND = "INSERT INTO commands (command_id, versions, event_ids) VALUES ($1, $2::json, $3::text[])"
 COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata, recorded_at"
 EVENTS_BY_ID = f"SELECT {COLUMNS} FROM events WHERE event_id = ANY($1::text[]) ORDER BY position"
-NUMBER = "SELECT twofold_number($1::text[])"
-SWEEP = "SELECT twofold_number(NULL)"
+NUMBER = "SELECT event_id, event_position FROM twofold_number($1::text[])"
+SWEEP = "SELECT count(*) FROM twofold_number(NULL)"
 HEAD_POSITION = "SELECT coalesce(max(position), 0) FROM events"
 STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1"
 READ_STREAM = f"""
@@ -188,29 +188,29 @@ class PostgresEventStore:
         with _translated():
             async with pool.acquire() as conn:
                 try:
-                    versions, event_ids = await self._insert(conn, writes, command_id)
+                    versions, written = await self._insert(conn, writes, command_id)
                 except asyncpg.UniqueViolationError as exc:
                     if command_id is None or exc.constraint_name != "commands_pkey":
                         raise
-                    versions, event_ids = None, []  # a concurrent twin of this command committed first
+                    versions, written = None, []  # a concurrent twin of this command committed first
                 if versions is None:
                     assert command_id is not None  # only a recorded command id returns no versions
                     found = await self._command(conn, command_id)
                     assert found is not None
                     return found
-                events = await self._numbered(conn, event_ids)
+                events = await self._numbered(conn, written)
         return AppendResult(command_id, versions, events)
 
     async def _insert(
         self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
-    ) -> tuple[dict[str, int] | None, list[str]]:
+    ) -> tuple[dict[str, int] | None, list[StoredEvent]]:
         """The append's own transaction: check every stream's version and insert, unnumbered."""
         async with conn.transaction():
             return await self._write(conn, writes, command_id)
 
     async def _write(
         self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
-    ) -> tuple[dict[str, int] | None, list[str]]:
+    ) -> tuple[dict[str, int] | None, list[StoredEvent]]:
         stream_ids = [w.stream_id for w in writes]
         await conn.execute(LOCK_STREAMS, stream_ids)
         # Looked up under the stream locks, so a concurrent twin of this command is seen once it commits.
@@ -219,12 +219,13 @@ class PostgresEventStore:
         current: dict[str, int] = {row[0]: row[1] for row in await conn.fetch(STREAM_VERSIONS, stream_ids)}
         recorded_at = utc_now()
         versions: dict[str, int] = {}
-        event_ids: list[str] = []
+        written: list[StoredEvent] = []
         for write in writes:
             actual = current.get(write.stream_id, 0)
             check_expected_version(write.stream_id, write.expected_version, actual)
             events = write.events
             if events:
+                data, metadata = [_json(e.data) for e in events], [_json(e.metadata) for e in events]
                 await conn.execute(
                     INSERT_EVENTS,
                     write.stream_id,
@@ -232,22 +233,41 @@ class PostgresEventStore:
                     [e.event_id for e in events],
                     [e.type for e in events],
                     [e.schema_version for e in events],
-                    [_json(e.data) for e in events],
+                    data,
                     recorded_at,
                     category_of(write.stream_id),
-                    [_json(e.metadata) for e in events],
+                    metadata,
+                )
+                written.extend(
+                    StoredEvent(
+                        0,
+                        write.stream_id,
+                        actual + i,
+                        e.event_id,
+                        e.type,
+                        e.schema_version,
+                        json.loads(d),
+                        json.loads(m),
+                        recorded_at,
+                    )
+                    for i, (e, d, m) in enumerate(zip(events, data, metadata, strict=True), start=1)
                 )
             versions[write.stream_id] = actual + len(events)
-            event_ids.extend(e.event_id for e in events)
         if command_id is not None:
-            await conn.execute(INSERT_COMMAND, command_id, json.dumps(versions), event_ids)
-        return versions, event_ids
+            await conn.execute(INSERT_COMMAND, command_id, json.dumps(versions), [e.event_id for e in written])
+        return versions, written
 
-    async def _numbered(self, conn: Connection, event_ids: list[str]) -> list[StoredEvent]:
-        """The stored events with their positions, running a sequencing step if they have none yet."""
-        if not event_ids:
+    async def _numbered(self, conn: Connection, written: list[StoredEvent]) -> list[StoredEvent]:
+        """This append's events with their positions, from the sequencing step run for them."""
+        if not written:
             return []
-        await conn.fetchval(NUMBER, event_ids)
+        positions: dict[str, int] = {row[0]: row[1] for row in await conn.fetch(NUMBER, [e.event_id for e in written])}
+        return [dataclasses.replace(e, position=positions[e.event_id]) for e in written]
+
+    async def _stored(self, conn: Connection, event_ids: list[str]) -> list[StoredEvent]:
+        """Stored events by id, numbering any that are still waiting for a position."""
+        if event_ids:
+            await conn.fetch(NUMBER, event_ids)
         return [_decode(row) for row in await conn.fetch(EVENTS_BY_ID, event_ids)]
 
     async def _sweep(self, conn: Connection) -> None:
@@ -258,7 +278,7 @@ class PostgresEventStore:
         row = await conn.fetchrow(FIND_COMMAND, command_id)
         if row is None:
             return None
-        return AppendResult(command_id, json.loads(row[0]), await self._numbered(conn, list(row[1])))
+        return AppendResult(command_id, json.loads(row[0]), await self._stored(conn, list(row[1])))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -352,7 +372,9 @@ class PostgresEventStore:
         async with self._opening:
             if self._pool is None:
                 with _translated():
-                    pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size)
+                    pool = await asyncpg.create_pool(
+                        self.url, min_size=1, max_size=self._pool_size, reset=_keep_session
+                    )
                     async with pool.acquire() as conn:
                         await _migrate(conn)
                 self._pool = pool
@@ -388,6 +410,11 @@ class PostgresEventStore:
     def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
         with contextlib.suppress(ValueError):
             self._notifier.announce(int(str(payload)))
+
+
+async def _keep_session(conn: Connection) -> None:
+    """Skip asyncpg's reset on release: this store leaves no session state behind (its locks are
+    transaction-scoped and it never LISTENs on pooled connections), and the reset costs a round trip."""
 
 
 async def _migrate(conn: Connection) -> None:

@@ -62,7 +62,8 @@ class PostgresServer:
         self, directory: Path | None = None, *, port: int | None = None, settings: dict[str, str] | None = None
     ) -> None:
         self._owns_directory = directory is None
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="twofold-pg-"))
+        # Absolute: the server changes into its data folder, and its socket lock lives here.
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="twofold-pg-")).resolve()
         self.port = port or free_port()
         self.settings = {"max_connections": "200", "listen_addresses": "127.0.0.1", **(settings or {})}
         self._process: subprocess.Popen[bytes] | None = None

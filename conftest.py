@@ -1,4 +1,4 @@
-"""Servers shared by the whole run: one PostgreSQL cluster, a fresh database per test that asks."""
+"""Servers shared by the whole run (tests/ and examples/): one PostgreSQL, a fresh database per test that asks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ _databases = itertools.count(1)
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL on 127.0.0.1; a failure to start fails the run, it never skips."""
-    with PostgresServer() as server:
+    # fsync off: a test's data need only survive the server process, never the machine; the page
+    # cache does that, and createdb and commits get several times faster.
+    with PostgresServer(settings={"fsync": "off"}) as server:
         yield server
 
 

@@ -1,0 +1,319 @@
+"""Read models in PostgreSQL, through psycopg 3's synchronous driver on threads.
+
+    read_store = PostgresReadStore("postgresql://app@db.internal/shop_read")
+    await read_store.transact("shop.catalog", work, expected=41, position=57)
+    rows = await read_store.read(lambda db: db.fetch_all("SELECT sku FROM products WHERE name LIKE ?", ("%mug%",)))
+
+Projection and query handlers are synchronous functions, so the store runs them off the event
+loop: every projection transaction on one writer thread with its own connection, queries on
+``readers`` threads drawing from a :class:`psycopg_pool.ConnectionPool`. A whole batch of events
+is one thread hop and one transaction, checkpoint included.
+
+Placeholders. Handlers write the same SQL text as on SQLite: ``?`` with a sequence of
+parameters, or ``:name`` with a mapping. :func:`to_psycopg` turns them into psycopg's ``%s`` and
+``%(name)s``, doubles every literal ``%`` (``LIKE 'mug%'`` stays a pattern), and leaves alone
+whatever sits in a quoted string, a quoted identifier, a dollar-quoted body or a comment, and
+``::type`` casts. With a sequence only ``?`` is a placeholder, with a mapping only ``:name``, so
+PostgreSQL's ``?`` operators on ``jsonb`` are out of reach: use ``jsonb_exists()`` and friends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from twofold.errors import StoreError
+from twofold.readmodels import CheckpointConflict, Database, Params, Row
+
+__all__ = ["PostgresDatabase", "PostgresReadStore", "to_psycopg"]
+
+T = TypeVar("T")
+Connection = psycopg.Connection[DictRow]
+
+# The store's own statements, in psycopg's placeholder style.
+SCHEMA_LOCK = 0x74776F666F6C64  # "twofold" in ASCII: an advisory lock key of our own
+LOCK_SCHEMA = "SELECT pg_advisory_xact_lock(%s)"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS twofold_checkpoints (
+    projection text PRIMARY KEY,
+    position   bigint NOT NULL
+)
+"""
+GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %s"
+LOCK_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %s FOR UPDATE"
+ADD_CHECKPOINT = "INSERT INTO twofold_checkpoints (projection, position) VALUES (%s, 0) ON CONFLICT DO NOTHING"
+SET_CHECKPOINT = "UPDATE twofold_checkpoints SET position = %s WHERE projection = %s"
+
+_SQL = re.compile(
+    r"""
+      (?P<verbatim>
+          (?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'                  # E'…' string: backslash escapes
+        | '(?:[^']|'')*'                                      # '…' string; '' is a quote
+        | "(?:[^"]|"")*"                                      # "…" identifier
+        | (?<![\w$])\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$  # $tag$…$tag$ body
+        | --[^\n]*                                            # -- comment
+        | /\*.*?\*/                                           # /* comment */
+      )
+    | (?P<cast>::)
+    | :(?P<name>[A-Za-z_]\w*)
+    | (?P<question>\?)
+    | (?P<percent>%)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def to_psycopg(sql: str, *, named: bool = False) -> str:
+    """Rewrite SQLite-style placeholders as psycopg's, escaping every literal ``%``.
+
+    ``SELECT * FROM t WHERE a = ? AND b LIKE 'x%' AND c <> '?'`` →
+    ``SELECT * FROM t WHERE a = %s AND b LIKE 'x%%' AND c <> '?'``;
+    with ``named=True``, ``WHERE id = :id AND n = :n::int`` → ``WHERE id = %(id)s AND n = %(n)s::int``.
+    """
+
+    def rewrite(match: re.Match[str]) -> str:
+        if match["verbatim"] is not None:
+            return match["verbatim"].replace("%", "%%")
+        if match["name"] is not None:
+            return f"%({match['name']})s" if named else match[0]
+        if match["question"] is not None:
+            return match[0] if named else "%s"
+        return "%%" if match["percent"] is not None else match[0]
+
+    return _SQL.sub(rewrite, sql)
+
+
+def _sql(sql: str, params: Params) -> str:
+    return to_psycopg(sql, named=isinstance(params, Mapping))
+
+
+class PostgresDatabase:
+    """:class:`~twofold.readmodels.Database` over one psycopg connection; rows come back as dicts."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        with self._conn.cursor() as cursor:
+            cursor.execute(_sql(sql, params), params)
+            return cursor.rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            with self._conn.cursor() as cursor:
+                cursor.executemany(_sql(sql, rows[0]), rows)
+
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        with self._conn.cursor() as cursor:
+            return cursor.execute(_sql(sql, params), params).fetchone()
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        with self._conn.cursor() as cursor:
+            return cursor.execute(_sql(sql, params), params).fetchall()
+
+
+class _Disconnected(Exception):
+    """The connection was found dead at ``BEGIN``, before anything ran: safe to try again on a new one."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class PostgresReadStore:
+    """A :class:`~twofold.readmodels.ReadStore` in a PostgreSQL database.
+
+    The ``twofold_checkpoints`` table is created at construction, so a store that cannot reach
+    its server fails there with :class:`~twofold.errors.StoreError`. Later, a dead connection
+    (a restarted server, a cut network) is dropped and replaced: calls fail with ``StoreError``
+    while the server is away and work again once it is back.
+
+    Args:
+        url: a libpq connection URL or string, ``postgresql://user:password@host:port/database``.
+        readers: threads, and pooled connections, answering queries; the writer has one more.
+        timeout: seconds a call may wait for a connection before it fails with ``StoreError``.
+    """
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, readers: int = 4, timeout: float = 5.0) -> None:
+        self._url = url
+        self._options: dict[str, Any] = {
+            "autocommit": True,  # transactions are explicit: conn.transaction() sends BEGIN
+            "row_factory": dict_row,
+            "connect_timeout": max(2, math.ceil(timeout)),  # libpq reads 1 as 2
+            "application_name": "twofold-read-store",
+        }
+        with _translated(), self._connect() as conn, conn.transaction():
+            # CREATE TABLE IF NOT EXISTS is not safe against the same statement in a concurrent
+            # transaction (the loser fails on pg_type's unique index), and two processes often start
+            # together; the advisory lock makes them take turns.
+            conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
+            conn.execute(SCHEMA)
+        self._pool = ConnectionPool(
+            url,
+            connection_class=Connection,
+            kwargs=self._options,
+            min_size=readers,
+            max_size=readers,
+            open=True,
+            configure=_read_only,
+            timeout=timeout,
+            # The pool retries a lost connection with growing back-off; giving up early means the
+            # next query after an outage connects at once instead of waiting out a long back-off.
+            reconnect_timeout=timeout / 2,
+            name="twofold-read-store",
+        )
+        self._writer_conn: Connection | None = None  # used on the writer thread only
+        self._writer = ThreadPoolExecutor(1, "twofold-pg-writer")
+        self._readers = ThreadPoolExecutor(readers, "twofold-pg-reader")
+
+    async def transact(
+        self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
+    ) -> None:
+        await self._run(self._writer, self._transact, name, work, expected, position)
+
+    async def read(self, work: Callable[[Database], T]) -> T:
+        return await self._run(self._readers, self._read, lambda conn: work(PostgresDatabase(conn)))
+
+    async def checkpoint(self, name: str) -> int:
+        def get(conn: Connection) -> int:
+            with conn.cursor() as cursor:
+                row = cursor.execute(GET_CHECKPOINT, (name,)).fetchone()
+            return int(row["position"]) if row else 0
+
+        return await self._run(self._readers, self._read, get)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    async def _run(self, executor: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+    # -- on the writer thread ----------------------------------------------------------------------
+
+    def _transact(
+        self, name: str, work: Callable[[Database], None], expected: int | None, position: int | None
+    ) -> None:
+        with _translated():
+            try:
+                self._transact_once(name, work, expected, position)
+            except _Disconnected:  # the server went away since the last batch; nothing ran yet
+                self._transact_once(name, work, expected, position)
+
+    def _transact_once(
+        self, name: str, work: Callable[[Database], None], expected: int | None, position: int | None
+    ) -> None:
+        conn = self._writer_connection()
+        try:
+            with _transaction(conn), conn.cursor() as cursor:
+                actual = _lock_checkpoint(cursor, name)
+                if expected is not None and actual != expected:
+                    raise CheckpointConflict(name, expected, actual)
+                work(PostgresDatabase(conn))
+                if position is not None:
+                    cursor.execute(SET_CHECKPOINT, (position, name))
+        finally:
+            if conn.closed:  # broken: the next call connects afresh
+                conn.close()
+                self._writer_conn = None
+
+    def _writer_connection(self) -> Connection:
+        if self._writer_conn is None:
+            self._writer_conn = self._connect()
+        return self._writer_conn
+
+    # -- on reader threads -------------------------------------------------------------------------
+
+    def _read(self, use: Callable[[Connection], T]) -> T:
+        with _translated():
+            try:
+                return self._read_once(use)
+            except _Disconnected:
+                # A restart cuts every pooled connection at once: drop the other dead ones too,
+                # rather than meet them one query at a time, and try once more.
+                self._pool.check()
+                return self._read_once(use)
+
+    def _read_once(self, use: Callable[[Connection], T]) -> T:
+        with self._pool.connection() as conn, _transaction(conn):
+            return use(conn)
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        return Connection.connect(self._url, **self._options)
+
+    def _close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
+        self._pool.close()
+
+
+def _lock_checkpoint(cursor: psycopg.Cursor[DictRow], name: str) -> int:
+    """Lock ``name``'s checkpoint row until the transaction ends (creating it at 0) and return its position.
+
+    The lock is what makes the ``expected`` check hold. Under READ COMMITTED, two workers running
+    the same projection would otherwise both read position 41, both apply events 42…57 and both
+    commit. With the row locked, the second waits for the first to commit, then reads 57 and
+    raises CheckpointConflict without touching the read model. It also serializes a projection's
+    ``setup`` DDL between processes that start together.
+    """
+    row = cursor.execute(LOCK_CHECKPOINT, (name,)).fetchone()
+    if row is None:
+        # ON CONFLICT DO NOTHING: if another transaction is inserting the row, wait for it and lock its row.
+        cursor.execute(ADD_CHECKPOINT, (name,))
+        row = cursor.execute(LOCK_CHECKPOINT, (name,)).fetchone()
+    assert row is not None
+    return int(row["position"])
+
+
+def _read_only(conn: Connection) -> None:
+    """Queries see one snapshot from their first statement to their last, and can never write."""
+    conn.read_only = True
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+
+
+@contextmanager
+def _transaction(conn: Connection) -> Iterator[None]:
+    """``conn.transaction()``, raising :class:`_Disconnected` if the connection turns out dead at ``BEGIN``."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(conn.transaction())
+        except psycopg.OperationalError as exc:
+            if conn.broken:
+                raise _Disconnected(exc) from exc
+            raise
+        yield
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except _Disconnected as exc:
+        raise _store_error(exc.error) from exc.error
+    except psycopg.Error as exc:
+        raise _store_error(exc) from exc
+
+
+def _store_error(exc: psycopg.Error) -> StoreError:
+    """Every psycopg error (pool timeouts and lost connections included) becomes a StoreError."""
+    state = f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else ""
+    return StoreError(f"PostgreSQL read store failed: {type(exc).__name__}{state}: {exc}")
