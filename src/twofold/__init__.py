@@ -20,7 +20,7 @@ from twofold.errors import (
     StoreError,
     TwofoldError,
 )
-from twofold.messages import Command, Envelope, Event, Query
+from twofold.messages import Command, Envelope, Event, Query, Upcaster
 from twofold.projections import Projection
 from twofold.readmodels import Database
 from twofold.runtime import Runtime
@@ -54,4 +54,5 @@ __all__ = [
     "StoredEvent",
     "TwofoldError",
     "UnitOfWork",
+    "Upcaster",
 ]

@@ -16,6 +16,9 @@
 
 Decisions and ``evolve`` are pure: no I/O, no clock. The union in ``evolve``'s annotation says which
 events belong to the aggregate, so the framework knows how to decode its stream.
+
+A long-lived aggregate may declare ``snapshot_every=100``: every 100 events its state is saved,
+and loading starts from the newest snapshot instead of the first event (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from pydantic import BaseModel, ConfigDict
 
 from twofold.messages import Event
 
-__all__ = ["Aggregate", "event_types_of"]
+__all__ = ["SNAPSHOT_CATEGORY", "Aggregate", "event_types_of"]
+
+SNAPSHOT_CATEGORY = "snapshot"  # an aggregate's snapshots live in stream f"snapshot-{stream_id}"
 
 
 class Aggregate(BaseModel):
@@ -42,16 +47,24 @@ class Aggregate(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     category: ClassVar[str]
+    snapshot_every: ClassVar[int | None] = None
 
     id: str
     version: int = 0
 
-    def __init_subclass__(cls, *, category: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, category: str | None = None, snapshot_every: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         name = category or cls.__name__.lower()
         if "-" in name or not name:
             raise ValueError(f"{cls.__name__}: category {name!r} must be non-empty and contain no '-'")
+        if name == SNAPSHOT_CATEGORY:
+            raise ValueError(f"{cls.__name__}: category {name!r} holds snapshots; give the aggregate another category")
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError(f"{cls.__name__}: snapshot_every must be 1 or more, or None (got {snapshot_every})")
         cls.category = name
+        cls.snapshot_every = snapshot_every
 
     @property
     def stream_id(self) -> str:

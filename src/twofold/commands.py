@@ -7,25 +7,37 @@
 Everything a handler emits, across any number of streams, is appended in one transaction with
 each stream's expected version taken from the state the handler loaded. When another writer got
 there first, the dispatcher runs the handler again on fresh state, a bounded number of times.
+
+An aggregate declared with ``snapshot_every=N`` loads from its newest snapshot, an ordinary event
+in stream ``snapshot-<stream_id>``, plus the events after it; the dispatcher appends a new snapshot
+whenever a command carries the aggregate past a multiple of ``N``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twofold.aggregate import Aggregate
+from pydantic import ValidationError
+
+from twofold.aggregate import SNAPSHOT_CATEGORY, Aggregate
 from twofold.errors import ConcurrencyError, NotFound, StoreError
-from twofold.messages import Command, Envelope, Event, EventTypes
+from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster
 from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
 
-__all__ = ["CommandDispatcher", "CommandHandler", "CommandResult", "UnitOfWork"]
+__all__ = ["SNAPSHOT_TYPE", "CommandDispatcher", "CommandHandler", "CommandResult", "UnitOfWork", "snapshot_stream"]
+
+log = logging.getLogger("twofold.commands")
 
 A = TypeVar("A", bound=Aggregate)
+SNAPSHOT_TYPE = "twofold.Snapshot"
 CommandHandler = Callable[[Any, "UnitOfWork"], Awaitable[None]]
 
 
@@ -50,11 +62,18 @@ class CommandResult:
 
 
 class UnitOfWork:
-    """What one attempt at a command loaded and emitted; handed to the command's handler."""
+    """What one attempt at a command loaded and emitted; handed to the command's handler.
 
-    def __init__(self, store: EventStore, envelope: Envelope[Any]) -> None:
+    Args:
+        store: where aggregates are loaded from.
+        envelope: the command being handled.
+        upcasters: bring events stored at older schema versions up to the aggregates' classes.
+    """
+
+    def __init__(self, store: EventStore, envelope: Envelope[Any], *, upcasters: Sequence[Upcaster] = ()) -> None:
         self._store = store
         self.envelope = envelope
+        self._upcasters = tuple(upcasters)
         self._states: dict[str, Aggregate] = {}
         self._expected: dict[str, int] = {}
         self._pending: dict[str, list[Event]] = {}
@@ -72,14 +91,15 @@ class UnitOfWork:
             if not isinstance(cached, aggregate_type):
                 raise TypeError(f"Stream {state.stream_id} was loaded as {type(cached).__name__}")
             return cached
-        version, event_types = 0, _event_types(aggregate_type)
-        async for stored in self._store.read_stream(state.stream_id):
+        state = await _latest_snapshot(self._store, state)
+        version, event_types = state.version, _event_types(aggregate_type, self._upcasters)
+        async for stored in self._store.read_stream(state.stream_id, from_version=version + 1):
             if stored.type not in event_types:
                 raise StoreError(
                     f"Stream {stored.stream_id} holds a {stored.type} event at version {stored.version}, "
                     f"which {aggregate_type.__name__}.evolve does not name in its annotation"
                 )
-            state = state.evolve(event_types.decode(stored.type, stored.data))
+            state = state.evolve(event_types.decode(stored.type, stored.data, stored.schema_version))
             version = stored.version
         state = state.model_copy(update={"version": version})
         self._states[state.stream_id] = state
@@ -122,6 +142,16 @@ class UnitOfWork:
             if events
         ]
 
+    def snapshot_writes(self) -> list[StreamWrite]:
+        """A snapshot of each aggregate whose new events carried it past a multiple of its ``snapshot_every``."""
+        due: list[StreamWrite] = []
+        for stream_id, events in self._pending.items():
+            state = self._states[stream_id]
+            every = type(state).snapshot_every
+            if events and every and self._expected[stream_id] // every < state.version // every:
+                due.append(StreamWrite(snapshot_stream(stream_id), [_snapshot_event(state)]))
+        return due
+
     def version_of(self, stream_id: str) -> int:
         """The version a stream has with this command's events so far."""
         return self._states[stream_id].version
@@ -149,6 +179,7 @@ class CommandDispatcher:
         store: where events are appended.
         handlers: command class → ``async def handler(command, uow)``.
         max_attempts: how often a command runs when other writers keep moving its streams on.
+        upcasters: bring events stored at older schema versions up to the aggregates' classes.
     """
 
     def __init__(
@@ -157,10 +188,12 @@ class CommandDispatcher:
         handlers: Mapping[type[Command], CommandHandler],
         *,
         max_attempts: int = 5,
+        upcasters: Sequence[Upcaster] = (),
     ) -> None:
         self._store = store
         self._handlers = dict(handlers)
         self._max_attempts = max_attempts
+        self._upcasters = tuple(upcasters)
 
     async def dispatch(self, envelope: Envelope[Command]) -> CommandResult:
         """Run a command at most once per ``envelope.message_id``; raise what its handler raises."""
@@ -171,7 +204,7 @@ class CommandDispatcher:
         if (previous := await self._recorded(command_id)) is not None:
             return previous
         for attempt in range(1, self._max_attempts + 1):
-            uow = UnitOfWork(self._store, envelope)
+            uow = UnitOfWork(self._store, envelope, upcasters=self._upcasters)
             try:
                 await handler(envelope.message, uow)
             except Exception:
@@ -190,8 +223,19 @@ class CommandDispatcher:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # spread contending retries apart
                 continue
+            await self._save_snapshots(uow)
             return CommandResult.of(command_id, appended, uow.first_stream)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _save_snapshots(self, uow: UnitOfWork) -> None:
+        """Append the snapshots ``uow`` made due, best effort: the command has already succeeded."""
+        for write in uow.snapshot_writes():
+            try:
+                await self._store.append(write.stream_id, write.events)
+            except Exception:  # a missing snapshot only costs a longer replay; never fail the command for it
+                log.warning(
+                    "Could not save snapshot %s; loads replay from the previous one", write.stream_id, exc_info=True
+                )
 
     async def _recorded(self, command_id: str) -> CommandResult | None:
         previous = await self._store.command_result(command_id)
@@ -204,5 +248,52 @@ class CommandDispatcher:
 
 
 @functools.cache
-def _event_types(aggregate_type: type[Aggregate]) -> EventTypes:
-    return EventTypes(aggregate_type.event_types())
+def _event_types(aggregate_type: type[Aggregate], upcasters: tuple[Upcaster, ...]) -> EventTypes:
+    return EventTypes(aggregate_type.event_types(), upcasters)
+
+
+def snapshot_stream(stream_id: str) -> str:
+    """``product-A-1`` → ``snapshot-product-A-1``: where that stream's snapshots are appended."""
+    return f"{SNAPSHOT_CATEGORY}-{stream_id}"
+
+
+def _snapshot_event(state: Aggregate) -> NewEvent:
+    data = {"schema": _schema_of(type(state)), "state": state.model_dump(mode="json")}
+    return NewEvent(SNAPSHOT_TYPE, data, {"stream_id": state.stream_id, "version": state.version})
+
+
+async def _latest_snapshot(store: EventStore, empty: A) -> A:
+    """The newest usable snapshot of ``empty``'s stream, or ``empty`` when there is none.
+
+    A snapshot taken by a different shape of the aggregate class is ignored: replaying every
+    event is slower but always right.
+    """
+    aggregate_type = type(empty)
+    if aggregate_type.snapshot_every is None:
+        return empty
+    stream_id = snapshot_stream(empty.stream_id)
+    last = await store.stream_version(stream_id)
+    records = [r async for r in store.read_stream(stream_id, from_version=last)] if last else []
+    if not records:
+        return empty
+    data = records[-1].data
+    if records[-1].type != SNAPSHOT_TYPE or data.get("schema") != _schema_of(aggregate_type):
+        log.info("Ignoring snapshot %s at version %d: the aggregate class changed", stream_id, records[-1].version)
+        return empty
+    try:
+        state = aggregate_type.model_validate(data.get("state"))
+    except ValidationError:
+        log.info("Ignoring snapshot %s at version %d: it no longer validates", stream_id, records[-1].version)
+        return empty
+    return state if state.id == empty.id and state.version > 0 else empty
+
+
+@functools.cache
+def _schema_of(aggregate_type: type[Aggregate]) -> str:
+    """A fingerprint of the aggregate's state schema; a snapshot is only read by the same schema."""
+    try:
+        schema: object = aggregate_type.model_json_schema()
+    except Exception:  # a field pydantic cannot describe: fall back to the annotations
+        schema = {name: repr(field.annotation) for name, field in aggregate_type.model_fields.items()}
+    text = json.dumps(schema, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

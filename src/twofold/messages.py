@@ -10,20 +10,28 @@
 
 An event's ``name`` is what the store records; it is decoupled from the class name so that a class
 can be renamed without rewriting history. Left out, it defaults to the class name. Never rename or
-retype a stored field; give new fields defaults.
+retype a stored field; give new fields defaults. Anything else is a version bump plus an upcaster,
+a pure function that turns one version's stored data into the next's, applied on every read:
+
+    def _rename_customer(data: dict[str, Any]) -> dict[str, Any]:
+        data["customer_id"] = data.pop("customer")
+        return data
+
+    upcasters = [Upcaster("shop.OrderPlaced", from_version=1, function=_rename_customer)]
 """
 
 from __future__ import annotations
 
+import copy
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from twofold.errors import FieldError, InvalidMessage
+from twofold.errors import FieldError, InvalidMessage, StoreError
 
 __all__ = [
     "Command",
@@ -32,6 +40,7 @@ __all__ = [
     "EventTypes",
     "Message",
     "Query",
+    "Upcaster",
     "field_path",
     "invalid",
     "new_id",
@@ -138,11 +147,47 @@ class Envelope(Generic[M]):
 E = TypeVar("E", bound=Event)
 
 
-class EventTypes:
-    """Maps stored type names to event classes, and events to and from their stored form."""
+@dataclass(frozen=True, slots=True)
+class Upcaster:
+    """Turns an event's stored data at ``from_version`` into the data of ``from_version + 1``.
 
-    def __init__(self, classes: Iterable[type[Event]] = ()) -> None:
+    ``function`` is pure: it gets a copy of the old data and returns the new, never reading
+    anything else. Declare one per step; ``1 → 2`` and ``2 → 3`` chain to read version 1 as 3.
+    """
+
+    name: str
+    from_version: int
+    function: Callable[[dict[str, Any]], dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        if self.from_version < 1:
+            raise ValueError(f"Upcaster for {self.name}: from_version must be 1 or more (got {self.from_version})")
+
+
+def _upcaster_steps(upcasters: Iterable[Upcaster]) -> dict[tuple[str, int], Upcaster]:
+    """Index upcasters by ``(name, from_version)``, refusing two for the same step."""
+    steps: dict[tuple[str, int], Upcaster] = {}
+    for upcaster in upcasters:
+        key = (upcaster.name, upcaster.from_version)
+        if key in steps:
+            raise ValueError(
+                f"Two upcasters turn {upcaster.name} version {upcaster.from_version} into the next; declare one"
+            )
+        steps[key] = upcaster
+    return steps
+
+
+class EventTypes:
+    """Maps stored type names to event classes, and stored data, of any schema version, to events.
+
+    Args:
+        classes: the event classes to decode.
+        upcasters: the steps that bring older stored data up to each class's ``version``.
+    """
+
+    def __init__(self, classes: Iterable[type[Event]] = (), upcasters: Iterable[Upcaster] = ()) -> None:
         self._by_name: dict[str, type[Event]] = {}
+        self._steps = _upcaster_steps(upcasters)
         for cls in classes:
             self.add(cls)
 
@@ -161,8 +206,33 @@ class EventTypes:
     def names(self) -> frozenset[str]:
         return frozenset(self._by_name)
 
-    def decode(self, type_name: str, data: Mapping[str, Any]) -> Event:
+    def decode(self, type_name: str, data: Mapping[str, Any], schema_version: int) -> Event:
+        """The event stored as ``type_name`` at ``schema_version``, upcast to its class's version.
+
+        Raises :class:`StoreError` when the stored version is newer than the class, or a step of
+        the chain from it to the class's version has no upcaster.
+        """
         cls = self._by_name.get(type_name)
         if cls is None:
             raise KeyError(f"Unknown event type {type_name!r}: no declared aggregate or projection handles it")
-        return cls.model_validate(data)
+        return cls.model_validate(self._upcast(cls, data, schema_version))
+
+    def _upcast(self, cls: type[Event], data: Mapping[str, Any], schema_version: int) -> Mapping[str, Any]:
+        if schema_version > cls.schema_version:
+            raise StoreError(
+                f"Cannot read {cls.type_name} stored at schema version {schema_version}: "
+                f"{cls.__qualname__} is version {cls.schema_version}; deploy the code that wrote it"
+            )
+        if schema_version == cls.schema_version:
+            return data
+        upgraded = copy.deepcopy(dict(data))  # upcasters may change what they are given; the record stays
+        for version in range(schema_version, cls.schema_version):
+            step = self._steps.get((cls.type_name, version))
+            if step is None:
+                raise StoreError(
+                    f"Cannot read {cls.type_name} stored at schema version {schema_version} as version "
+                    f"{cls.schema_version}: no upcaster from version {version} to {version + 1}; declare "
+                    f"Upcaster({cls.type_name!r}, from_version={version}, function=...) in Service(upcasters=[...])"
+                )
+            upgraded = step.function(upgraded)
+        return upgraded

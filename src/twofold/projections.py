@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from twofold._notify import Notifier
 from twofold.aggregate import event_types_of
-from twofold.messages import Event, EventTypes
+from twofold.messages import Event, EventTypes, Upcaster
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
@@ -77,16 +77,23 @@ class ProjectionRunner:
         store: where events come from.
         read_store: where the read model and its checkpoint live.
         batch_size: the most events applied in one transaction.
+        upcasters: bring events stored at older schema versions up to the classes ``apply`` names.
     """
 
     def __init__(
-        self, projection: Projection, store: EventStore, read_store: ReadStore, *, batch_size: int = 500
+        self,
+        projection: Projection,
+        store: EventStore,
+        read_store: ReadStore,
+        *,
+        batch_size: int = 500,
+        upcasters: Sequence[Upcaster] = (),
     ) -> None:
         self.projection = projection
         self._store = store
         self._read_store = read_store
         self._batch_size = batch_size
-        self._types = EventTypes(projection.event_types())
+        self._types = EventTypes(projection.event_types(), upcasters)
         self._notifier = Notifier()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -164,7 +171,7 @@ class ProjectionRunner:
 
         def work(db: Database) -> None:
             for record in relevant:
-                self.projection.apply(self._types.decode(record.type, record.data), db, record)
+                self.projection.apply(self._types.decode(record.type, record.data, record.schema_version), db, record)
 
         await self._read_store.transact(self.name, work, expected=self.position, position=page[-1].position)
         self._notifier.announce(page[-1].position)

@@ -56,9 +56,14 @@ class Runtime:
         self.runners: dict[str, ProjectionRunner] = {}
         if project and store is not None and read_store is not None:
             self.runners = {
-                p.name: ProjectionRunner(p, store, read_store, batch_size=batch_size) for p in service.projections
+                p.name: ProjectionRunner(p, store, read_store, batch_size=batch_size, upcasters=service.upcasters)
+                for p in service.projections
             }
-        self._commands = CommandDispatcher(store, service.commands, max_attempts=max_attempts) if store else None
+        self._commands = (
+            CommandDispatcher(store, service.commands, max_attempts=max_attempts, upcasters=service.upcasters)
+            if store
+            else None
+        )
         names = [p.name for p in service.projections]
         self._queries = QueryDispatcher(read_store, service.queries, names, self.runners) if read_store else None
         self._started = False

@@ -5,6 +5,7 @@
         commands={AddProduct: add_product, PlaceOrder: place_order},
         queries={StockLevel: catalog.stock_level},
         projections=[catalog],
+        upcasters=[Upcaster("shop.OrderPlaced", from_version=1, function=rename_customer)],
     )
 
 A ``Service`` only declares; a :class:`~twofold.runtime.Runtime` binds it to stores and runs it,
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from twofold.commands import CommandHandler
 from twofold.errors import ConfigurationError
-from twofold.messages import Command, Query
+from twofold.messages import Command, EventTypes, Query, Upcaster
 from twofold.projections import Projection
 from twofold.queries import QueryHandler
 
@@ -32,6 +33,8 @@ class Service:
         commands: each command class and the ``async def handler(command, uow)`` that handles it.
         queries: each query class and the ``handler(query, db)`` that answers it.
         projections: the read models this service keeps.
+        upcasters: one per step that brings an event's stored data from one schema version to the
+            next, used wherever events are read (aggregates and projections alike).
         description: shown at the top of the service's OpenAPI document.
     """
 
@@ -42,12 +45,14 @@ class Service:
         commands: Mapping[type[Command], CommandHandler] | None = None,
         queries: Mapping[type[Query], QueryHandler] | None = None,
         projections: Sequence[Projection] = (),
+        upcasters: Sequence[Upcaster] = (),
         description: str = "",
     ) -> None:
         self.name = name
         self.commands = dict(commands or {})
         self.queries = dict(queries or {})
         self.projections = tuple(projections)
+        self.upcasters = tuple(upcasters)
         self.description = description
         self._check()
 
@@ -58,6 +63,10 @@ class Service:
         for cls in self.commands:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"Service {self.name}: commands keys must be Command classes, got {cls!r}")
+        try:
+            EventTypes(upcasters=self.upcasters)
+        except ValueError as exc:
+            raise ConfigurationError(f"Service {self.name}: {exc}") from None
         for query_type in self.queries:
             if not (isinstance(query_type, type) and issubclass(query_type, Query)):
                 raise ConfigurationError(f"Service {self.name}: queries keys must be Query classes, got {query_type!r}")

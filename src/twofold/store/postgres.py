@@ -170,6 +170,7 @@ class PostgresEventStore:
         self._opening = asyncio.Lock()
         self._notifier = Notifier()
         self._listener: asyncpg.Connection[asyncpg.Record] | None = None
+        self._listening = asyncio.Lock()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -375,8 +376,12 @@ class PostgresEventStore:
                     pool = await asyncpg.create_pool(
                         self.url, min_size=1, max_size=self._pool_size, reset=_keep_session
                     )
-                    async with pool.acquire() as conn:
-                        await _migrate(conn)
+                    try:
+                        async with pool.acquire() as conn:
+                            await _migrate(conn)
+                    except BaseException:  # failed or cancelled: leave no connection behind
+                        pool.terminate()
+                        raise
                 self._pool = pool
         return self._pool
 
@@ -400,11 +405,25 @@ class PostgresEventStore:
         """Keep one connection LISTENing; after a lost connection, the next wait opens another."""
         if self._listener is not None and not self._listener.is_closed():
             return
+        async with self._listening:  # one connection, however many followers wait at once
+            if self._listener is None or self._listener.is_closed():
+                await self._open_listener()
+
+    async def _open_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.terminate()  # a lost connection; closing it only releases its resources
+            self._listener = None
         try:
             listener = await asyncpg.connect(self.url)
-            await listener.add_listener(CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return  # the poll still finds new events; the next wait tries again
+        try:
+            await listener.add_listener(CHANNEL, self._notified)
+        except BaseException as exc:  # failed or cancelled: close the connection rather than leak it
+            listener.terminate()
+            if isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                return
+            raise
         self._listener = listener
 
     def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
@@ -458,5 +477,7 @@ def _translated() -> Iterator[None]:
         raise StoreError(f"PostgreSQL refused the write: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise StoreError(f"PostgreSQL failed: {exc}") from exc
-    except (asyncpg.InterfaceError, OSError) as exc:
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        # InternalClientError: asyncpg's protocol state after the server cut the connection under
+        # an open transaction (e.g. pg_terminate_backend, a restart) - a lost connection, not a bug.
         raise StoreError(f"PostgreSQL connection failed: {exc}") from exc

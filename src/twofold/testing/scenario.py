@@ -198,7 +198,7 @@ class Scenario:
         try:
             for stream_id, events in self.history:
                 await store.append(stream_id, [_new_event(e) for e in events])
-            dispatcher = CommandDispatcher(store, self.service.commands)
+            dispatcher = CommandDispatcher(store, self.service.commands, upcasters=self.service.upcasters)
             try:
                 return _Outcome(await dispatcher.dispatch(envelope), None)
             except Exception as exc:
