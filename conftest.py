@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from twofold.readmodels import ReadStore
+from twofold.readmodels.postgres import PostgresReadStore
+from twofold.readmodels.sqlite import SQLiteReadStore
+from twofold.store import EventStore
+from twofold.store.postgres import PostgresEventStore
+from twofold.store.sqlite import SQLiteEventStore
 from twofold.testing.servers import PostgresServer
 
 _databases = itertools.count(1)
@@ -25,3 +32,21 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database on the session's server."""
     return postgres_server.create_database(f"test_{next(_databases)}")
+
+
+StoreFactory = Callable[[], tuple[EventStore, ReadStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_stores(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Opens an event store and a read store on one fresh place, on each backend in turn.
+
+    Called twice, it opens two sets on the same place, as two processes would.
+    """
+    if request.param == "sqlite":
+        return lambda: (
+            SQLiteEventStore(tmp_path / "events.db", durability="normal"),
+            SQLiteReadStore(tmp_path / "read.db"),
+        )
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: (PostgresEventStore(url), PostgresReadStore(url))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -90,11 +90,32 @@ M = TypeVar("M", bound=Message)
 
 
 def parse(message_type: type[M], data: Mapping[str, Any]) -> M:
-    """Validate ``data`` as ``message_type``, raising :class:`InvalidMessage` that names every bad field."""
+    """Validate ``data`` as ``message_type``, raising :class:`InvalidMessage` that names every bad field.
+
+    Text with a NUL character is refused wherever it appears: PostgreSQL cannot store it, so a
+    message carrying one would be accepted by one backend and poison another's read models.
+    """
+    nul = [FieldError(path, "Null characters are not allowed") for path in _nul_paths(data, ())]
+    if nul:
+        raise InvalidMessage(message_type.type_name, nul[:MAX_FIELD_ERRORS])
     try:
         return message_type.model_validate(data)
     except ValidationError as exc:
         raise invalid(message_type.type_name, exc) from None
+
+
+def _nul_paths(value: Any, path: tuple[int | str, ...]) -> Iterator[str]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield field_path(path)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                yield field_path((*path, key))
+            yield from _nul_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_paths(item, (*path, index))
 
 
 MAX_FIELD_ERRORS = 100  # past this, a hostile body would get an answer far larger than itself

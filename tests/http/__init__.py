@@ -6,7 +6,7 @@ runtime and, on the way out, drains background commands and stops it).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from twofold import Runtime, Service
 from twofold.http import create_app
+from twofold.readmodels import ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store.sqlite import SQLiteEventStore
@@ -74,15 +75,17 @@ async def serve(
     read_models: bool = True,
     max_attempts: int = 5,
     raise_app_exceptions: bool = True,
+    stores: Callable[[], tuple[EventStore, ReadStore]] | None = None,
     **app_options: Any,
 ) -> AsyncIterator[Api]:
-    """Run ``service`` on fresh SQLite files under ``tmp_path`` and yield a client for its app."""
-    runtime = Runtime(
-        service,
-        store=SQLiteEventStore(tmp_path / "events.db"),
-        read_store=SQLiteReadStore(tmp_path / "read.db") if read_models else None,
-        max_attempts=max_attempts,
-    )
+    """Run ``service`` on ``stores`` (fresh SQLite files under ``tmp_path`` by default); yield a client."""
+    if stores is not None:
+        store, read_store = stores()
+    else:
+        store, read_store = SQLiteEventStore(tmp_path / "events.db"), SQLiteReadStore(tmp_path / "read.db")
+    if not read_models:
+        await read_store.close()
+    runtime = Runtime(service, store=store, read_store=read_store if read_models else None, max_attempts=max_attempts)
     app_options.setdefault("query_timeout", QUERY_TIMEOUT)
     app = create_app(runtime, **app_options)
     transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions)

@@ -1,20 +1,24 @@
-"""Fixtures for the HTTP tests: the shop served in-process on SQLite files in ``tmp_path``."""
+"""Fixtures for the HTTP tests: the shop served in-process, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from examples.shop import shop
 from tests.http import Api, serve
 
+if TYPE_CHECKING:
+    from conftest import StoreFactory
+
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    """The shop, empty."""
-    async with serve(shop, tmp_path) as running:
+async def api(tmp_path: Path, open_stores: StoreFactory) -> AsyncIterator[Api]:
+    """The shop, empty, on each backend in turn."""
+    async with serve(shop, tmp_path, stores=open_stores) as running:
         yield running
 
 

@@ -13,16 +13,17 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from examples.shop import shop
 from examples.shop.messages import AddProduct, OrderHistory, OrderLine, PlaceOrder, ReceiveStock, StockLevel
 from twofold import CommandResult, ConcurrencyError, DomainError, Runtime
-from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import AppendResult, StreamWrite
-from twofold.store.sqlite import SQLiteEventStore
+
+if TYPE_CHECKING:
+    from conftest import StoreFactory
 
 STOCK = 10
 PLENTY = 1000
@@ -53,17 +54,14 @@ def orders(seed: int) -> list[PlaceOrder]:
     return placed
 
 
-def runtime_on(folder: Path) -> Runtime:
-    return Runtime(
-        shop,
-        store=SQLiteEventStore(folder / "events.db", durability="normal"),
-        read_store=SQLiteReadStore(folder / "read.db"),
-    )
+def runtime_on(open_stores: StoreFactory) -> Runtime:
+    store, read_store = open_stores()
+    return Runtime(shop, store=store, read_store=read_store)
 
 
 @pytest.fixture
-async def first(tmp_path: Path) -> AsyncIterator[Runtime]:
-    async with runtime_on(tmp_path) as runtime:
+async def first(open_stores: StoreFactory) -> AsyncIterator[Runtime]:
+    async with runtime_on(open_stores) as runtime:
         await runtime.execute(AddProduct(sku="A-1", name="Rare mug", price=Decimal("12.50")))
         await runtime.execute(ReceiveStock(sku="A-1", quantity=STOCK))
         await runtime.execute(AddProduct(sku="B-2", name="Common tea", price=Decimal("3.00")))
@@ -72,8 +70,8 @@ async def first(tmp_path: Path) -> AsyncIterator[Runtime]:
 
 
 @pytest.fixture
-async def second(tmp_path: Path, first: Runtime) -> AsyncIterator[Runtime]:
-    async with runtime_on(tmp_path) as runtime:
+async def second(open_stores: StoreFactory, first: Runtime) -> AsyncIterator[Runtime]:
+    async with runtime_on(open_stores) as runtime:
         yield runtime
 
 
@@ -97,7 +95,7 @@ async def race(placements: Sequence[tuple[Runtime, PlaceOrder]]) -> list[Outcome
 def count_conflicts(runtime: Runtime, conflicts: Counter[str]) -> None:
     """Count the appends refused for a stale expected version: proof the orders really raced."""
     store = runtime.store
-    assert isinstance(store, SQLiteEventStore)
+    assert store is not None
     append_streams = store.append_streams
 
     async def counting(writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
