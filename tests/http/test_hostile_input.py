@@ -278,6 +278,15 @@ async def test_a_null_character_anywhere_is_422_naming_the_field(api: Api) -> No
     ]
 
 
+async def test_a_field_name_no_utf_8_can_encode_is_quoted_back_escaped_not_answered_with_a_500(api: Api) -> None:
+    body = b'{"sku": "A-1", "quantity": 1, "\\ud800\\u0000": 1}'
+
+    response = await api.client.post("/commands/ReceiveStock", content=body, headers=JSON_HEADERS)
+
+    await check_answer(api, response, 0, {422})
+    assert response.json()["errors"] == [{"field": "\ud800\x00", "message": "Null characters are not allowed"}]
+
+
 UNICODE_NAMES = {  # NUL is refused at the boundary (see above): PostgreSQL text cannot hold it
     "rtl-override": "\u202eelppA\u202c",
     "rtl-marks": "\u200fتفاح\u200f",

@@ -7,6 +7,7 @@ client: an unexpected error is logged here and answered with a bare 500.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -56,7 +57,18 @@ def problem(status: int, title: str, detail: str | None = None, kind: str | None
     if detail is not None:
         body["detail"] = detail
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+    return ProblemResponse(body, status_code=status)
+
+
+class ProblemResponse(JSONResponse):
+    """problem+json, rendered ASCII-only: a problem may quote what the client sent, and what it
+    sent may hold characters UTF-8 cannot encode (a lone surrogate in a field name), which would
+    otherwise turn a 422 into a 500."""
+
+    media_type = MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _errors(errors: tuple[FieldError, ...] | list[FieldError]) -> list[dict[str, str]]:
