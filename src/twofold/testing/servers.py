@@ -12,6 +12,8 @@ its own (created on first use). Nothing is mocked: this is the same server as in
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import importlib.util
 import os
 import pwd
@@ -19,8 +21,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -86,7 +90,7 @@ class PostgresServer:
 
     def start(self) -> None:
         """Create the cluster if it is new, start the server, and wait until it accepts connections."""
-        if self._process is not None:
+        if self._process is not None and self._process.poll() is None:
             return
         self._prepare_directory()
         if not (self.data / "PG_VERSION").exists():
@@ -105,7 +109,10 @@ class PostgresServer:
             )
         options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
         with self.log.open("ab") as log:
-            self._process = subprocess.Popen(
+            # Launched from one long-lived thread: Linux sends the death signal when the *thread*
+            # that started the server ends, and a caller's thread (say, asyncio.to_thread's) may end soon.
+            self._process = _launcher.submit(
+                subprocess.Popen,
                 [
                     str(_binaries() / "postgres"),
                     "-D",
@@ -118,9 +125,9 @@ class PostgresServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                user=self._user,
                 start_new_session=True,
-            )
+                preexec_fn=functools.partial(_become_server, self._user),
+            ).result()
         self._wait_until_ready()
 
     def stop(self, *, fast: bool = True) -> None:
@@ -219,6 +226,27 @@ class PostgresServer:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr or result.stdout}")
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+_launcher = ThreadPoolExecutor(1, thread_name_prefix="twofold-postgres-launcher")
+
+
+def _become_server(user: str | None) -> None:
+    """In the child, before exec: switch to the server's user, then have Linux stop the server
+    if the process that started it dies without stopping it.
+
+    A test run killed by a timeout or SIGKILL never reaches its teardown, and its server would
+    outlive it. SIGQUIT asks PostgreSQL for an immediate shutdown. The death signal is set after
+    the user switch because Linux clears it when credentials change.
+    """
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
 def _server_user() -> str | None:
