@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres test lint typecheck clean
+.PHONY: install run run-postgres test lint typecheck clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ typecheck: install
 
 test: lint typecheck  ## style, types, then the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## twofold beside eventsourcing and raw sqlite3; QUICK=1 for a short run (docs/performance.md)
+	$(BIN)/python -m benchmarks.run $(if $(filter 1,$(QUICK)),--quick)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` runs the side-by-side suite in :mod:`benchmarks.run`."""
