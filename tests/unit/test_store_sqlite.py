@@ -206,10 +206,12 @@ async def test_every_sqlite3_error_is_raised_as_a_twofold_error_or_value_error_a
     await store.append("order-1", _events(1))
     raised = error_class("simulated driver failure")
 
-    def fail(row: Any) -> StoredEvent:
+    def fail(*args: Any) -> StoredEvent:
         raise raised
 
-    # Decoding runs inside the append transaction, after the rows are inserted, and inside every read.
+    # Building the stored events runs inside the append transaction, after the rows are inserted;
+    # decoding runs inside every read.
+    monkeypatch.setattr(sqlite_module, "_built", fail)
     monkeypatch.setattr(sqlite_module, "_decode", fail)
     with pytest.raises((TwofoldError, ValueError), match="simulated driver failure") as appending:
         await store.append("order-1", _events(2))

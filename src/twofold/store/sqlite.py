@@ -143,8 +143,9 @@ class SQLiteEventStore:
         with transaction(conn):
             if command_id is not None and (found := self._find_command(conn, command_id)) is not None:
                 return found
-            versions, first = {}, None
-            recorded_at = utc_now().isoformat()
+            versions: dict[str, int] = {}
+            recorded_at = utc_now()
+            written: list[tuple[str, int, str, str, NewEvent]] = []
             for write, encoded in rows:
                 actual = conn.execute(STREAM_VERSION, (write.stream_id,)).fetchone()[0]
                 check_expected_version(write.stream_id, write.expected_version, actual)
@@ -160,19 +161,21 @@ class SQLiteEventStore:
                             new.schema_version,
                             data,
                             meta,
-                            recorded_at,
+                            recorded_at.isoformat(),
                             category,
                         )
                         for i, (data, meta, new) in enumerate(encoded, start=1)
                     ],
                 )
                 versions[write.stream_id] = actual + len(encoded)
-                if encoded and first is None:
-                    first = conn.execute(LAST_POSITION).fetchone()[0] - len(encoded) + 1
-            last = conn.execute(LAST_POSITION).fetchone()[0] if first is not None else None
+                written.extend((write.stream_id, actual + i, d, m, new) for i, (d, m, new) in enumerate(encoded, 1))
+            # Under the write lock positions are consecutive, so the last one gives them all; the
+            # events are built from what was written rather than read back.
+            last = conn.execute(LAST_POSITION).fetchone()[0] if written else None
+            first = None if last is None else last - len(written) + 1
             if command_id is not None:
                 conn.execute(INSERT_COMMAND, (command_id, json.dumps(versions), first, last))
-            stored = self._range(conn, first, last)
+            stored = _built(written, first or 0, recorded_at)
         return AppendResult(command_id, versions, stored)
 
     def _find_command(self, conn: sqlite3.Connection, command_id: str) -> AppendResult | None:
@@ -261,6 +264,24 @@ class SQLiteEventStore:
 
 def _encode(event: NewEvent) -> tuple[str, str, NewEvent]:
     return json.dumps(event.data, separators=(",", ":")), json.dumps(event.metadata, separators=(",", ":")), event
+
+
+def _built(written: list[tuple[str, int, str, str, NewEvent]], first: int, recorded_at: datetime) -> list[StoredEvent]:
+    """The stored form of what an append wrote, numbered from ``first``, without reading it back."""
+    return [
+        StoredEvent(
+            position=first + index,
+            stream_id=stream_id,
+            version=version,
+            event_id=new.event_id,
+            type=new.type,
+            schema_version=new.schema_version,
+            data=json.loads(data),
+            metadata=json.loads(meta),
+            recorded_at=recorded_at,
+        )
+        for index, (stream_id, version, data, meta, new) in enumerate(written)
+    ]
 
 
 def _decode(row: Row) -> StoredEvent:
