@@ -8,16 +8,33 @@ that wakes soon after a commit (a notification, or a poll as the fallback).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from twofold.store import EventStore, StoredEvent
+    from twofold.store import StoredEvent
+
+
+class Followable(Protocol):
+    """The three things a follower needs of a store."""
+
+    def read_all(
+        self,
+        from_position: int = 1,
+        limit: int | None = None,
+        categories: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[StoredEvent]: ...
+
+    async def head_position(self) -> int: ...
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> bool: ...
+
 
 IDLE_WAIT = 1.0  # seconds a follower sleeps between checks when no notification arrives
 
 
 async def follow_pages(
-    store: EventStore,
+    store: Followable,
     from_position: int,
     page_size: int = 500,
     categories: Collection[str] | None = None,
@@ -42,7 +59,7 @@ async def follow_pages(
 
 
 async def follow(
-    store: EventStore,
+    store: Followable,
     from_position: int,
     categories: Collection[str] | None = None,
     types: Collection[str] | None = None,

@@ -8,21 +8,18 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from twofold._notify import Notifier
 from twofold.messages import utc_now
 from twofold.store import (
-    ANY,
     AppendResult,
-    ExpectedVersion,
-    NewEvent,
     StoredEvent,
     StreamWrite,
     check_expected_version,
     validate_writes,
 )
-from twofold.store._follow import follow
+from twofold.store._base import EventStoreBase
 
 __all__ = ["MemoryEventStore"]
 
 
-class MemoryEventStore:
+class MemoryEventStore(EventStoreBase):
     """The reference implementation of :class:`~twofold.store.EventStore`.
 
     Appends run without awaiting, so each is atomic with respect to every other coroutine.
@@ -34,15 +31,6 @@ class MemoryEventStore:
         self._event_ids: set[str] = set()
         self._commands: dict[str, AppendResult] = {}
         self._notifier = Notifier()
-
-    async def append(
-        self,
-        stream_id: str,
-        events: Sequence[NewEvent],
-        expected_version: int | ExpectedVersion = ANY,
-        command_id: str | None = None,
-    ) -> AppendResult:
-        return await self.append_streams([StreamWrite(stream_id, events, expected_version)], command_id)
 
     async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
         if command_id is not None and command_id in self._commands:
@@ -106,14 +94,6 @@ class MemoryEventStore:
             if (categories is None or event.category in categories) and (types is None or event.type in types):
                 yield event
                 remaining = None if remaining is None else remaining - 1
-
-    def subscribe(
-        self,
-        from_position: int = 1,
-        categories: Collection[str] | None = None,
-        types: Collection[str] | None = None,
-    ) -> AsyncIterator[StoredEvent]:
-        return follow(self, from_position, categories, types)
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         return await self._notifier.wait(after_position, timeout)

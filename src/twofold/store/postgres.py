@@ -33,17 +33,14 @@ from twofold._notify import Notifier
 from twofold.errors import StoreError
 from twofold.messages import utc_now
 from twofold.store import (
-    ANY,
     AppendResult,
-    ExpectedVersion,
-    NewEvent,
     StoredEvent,
     StreamWrite,
     category_of,
     check_expected_version,
     validate_writes,
 )
-from twofold.store._follow import follow
+from twofold.store._base import EventStoreBase
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -155,7 +152,7 @@ PAGE_SIZE = 500
 POLL_INTERVAL = 0.5  # seconds between head reads when no notification arrives (the fallback)
 
 
-class PostgresEventStore:
+class PostgresEventStore(EventStoreBase):
     """An :class:`~twofold.store.EventStore` in PostgreSQL.
 
     Args:
@@ -173,15 +170,6 @@ class PostgresEventStore:
         self._listening = asyncio.Lock()
 
     # -- writing ---------------------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream_id: str,
-        events: Sequence[NewEvent],
-        expected_version: int | ExpectedVersion = ANY,
-        command_id: str | None = None,
-    ) -> AppendResult:
-        return await self.append_streams([StreamWrite(stream_id, events, expected_version)], command_id)
 
     async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
         validate_writes(writes)
@@ -317,14 +305,6 @@ class PostgresEventStore:
                 return
             position = page[-1]["position"] + 1
             remaining = None if remaining is None else remaining - len(page)
-
-    def subscribe(
-        self,
-        from_position: int = 1,
-        categories: Collection[str] | None = None,
-        types: Collection[str] | None = None,
-    ) -> AsyncIterator[StoredEvent]:
-        return follow(self, from_position, categories, types)
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         # NOTIFY wakes waiters within milliseconds of a sequencing step; a poll that also numbers

@@ -25,9 +25,7 @@ from twofold._sqlite import SQLiteThreads, transaction
 from twofold.errors import StoreError
 from twofold.messages import utc_now
 from twofold.store import (
-    ANY,
     AppendResult,
-    ExpectedVersion,
     NewEvent,
     StoredEvent,
     StreamWrite,
@@ -35,7 +33,7 @@ from twofold.store import (
     check_expected_version,
     validate_writes,
 )
-from twofold.store._follow import follow
+from twofold.store._base import EventStoreBase
 
 __all__ = ["SQLiteEventStore"]
 
@@ -92,7 +90,7 @@ Row = tuple[Any, ...]
 Durability = Literal["full", "normal"]
 
 
-class SQLiteEventStore:
+class SQLiteEventStore(EventStoreBase):
     """An :class:`~twofold.store.EventStore` in a SQLite file.
 
     Args:
@@ -115,15 +113,6 @@ class SQLiteEventStore:
             self._notifier.announce(conn.execute(HEAD_POSITION).fetchone()[0])
 
     # -- writing ---------------------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream_id: str,
-        events: Sequence[NewEvent],
-        expected_version: int | ExpectedVersion = ANY,
-        command_id: str | None = None,
-    ) -> AppendResult:
-        return await self.append_streams([StreamWrite(stream_id, events, expected_version)], command_id)
 
     async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
         validate_writes(writes)
@@ -224,14 +213,6 @@ class SQLiteEventStore:
                 return
             position = page[-1].position + 1
             remaining = None if remaining is None else remaining - len(page)
-
-    def subscribe(
-        self,
-        from_position: int = 1,
-        categories: Collection[str] | None = None,
-        types: Collection[str] | None = None,
-    ) -> AsyncIterator[StoredEvent]:
-        return follow(self, from_position, categories, types)
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         # The notifier knows the head as of opening plus every append from this process, and wakes
