@@ -92,13 +92,27 @@ async def race(placements: Sequence[tuple[Runtime, PlaceOrder]]) -> list[Outcome
     return outcomes
 
 
+RACERS = 8  # the first appends wait until this many are ready, so that they surely collide
+
+
 def count_conflicts(runtime: Runtime, conflicts: Counter[str]) -> None:
-    """Count the appends refused for a stale expected version: proof the orders really raced."""
+    """Count the appends refused for a stale expected version: proof the orders really raced.
+
+    Loads are quick enough that, left alone, one order could commit before the next one loads;
+    holding the first appends back until several orders have decided makes the race certain.
+    """
     store = runtime.store
     assert store is not None
     append_streams = store.append_streams
+    arrived = 0
+    gate = asyncio.Event()
 
     async def counting(writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= RACERS:
+            gate.set()
+        await gate.wait()
         try:
             return await append_streams(writes, command_id)
         except ConcurrencyError as conflict:

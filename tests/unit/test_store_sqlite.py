@@ -250,3 +250,56 @@ async def test_a_connection_that_fails_to_open_on_a_worker_thread_raises_store_e
         await store.head_position()
     with pytest.raises(StoreError, match="file is not a database"):
         await store.append("order-1", _events(1))
+
+
+async def test_appends_that_arrive_together_share_a_commit_and_a_refused_one_leaves_the_rest_gap_free(
+    store: SQLiteEventStore,
+) -> None:
+    await store.append("order-0", _events(1))
+    # Started together, these queue up behind one another on the writer thread and are committed
+    # in groups; every third expects a version its stream does not have and must be refused alone.
+    outcomes = await asyncio.gather(
+        *(
+            store.append(f"order-{n}", _events(2), expected_version=5 if n % 3 == 0 else NO_STREAM)
+            for n in range(1, 61)
+        ),
+        return_exceptions=True,
+    )
+    refused = [n for n, outcome in enumerate(outcomes, start=1) if isinstance(outcome, BaseException)]
+    assert refused == [n for n in range(1, 61) if n % 3 == 0]
+    assert all(isinstance(outcomes[n - 1], ConcurrencyError) for n in refused)
+    events = await _read_all(store)
+    assert [e.position for e in events] == list(range(1, len(events) + 1))
+    assert len(events) == 1 + 2 * 40
+    assert {e.stream_id for e in events} == {"order-0"} | {f"order-{n}" for n in range(1, 61) if n % 3}
+    reported = [e.position for outcome in outcomes if not isinstance(outcome, BaseException) for e in outcome.events]
+    assert sorted(reported) == list(range(2, len(events) + 1))
+
+
+async def test_a_write_that_fails_inside_a_shared_commit_undoes_only_its_own_rows(
+    store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_built = sqlite_module._built
+
+    def fail_for_order_2(written: list[Any], first: int, recorded_at: Any) -> list[StoredEvent]:
+        if written[0][0] == "order-2":
+            raise sqlite3.OperationalError("simulated failure after the insert")
+        return real_built(written, first, recorded_at)
+
+    monkeypatch.setattr(sqlite_module, "_built", fail_for_order_2)
+    outcomes = await asyncio.gather(
+        *(store.append(f"order-{n}", _events(3)) for n in range(1, 4)), return_exceptions=True
+    )
+    assert isinstance(outcomes[1], StoreError)
+    assert [e.stream_id for e in await _read_all(store)] == ["order-1"] * 3 + ["order-3"] * 3
+    assert [e.position for e in await _read_all(store)] == list(range(1, 7))
+
+
+async def test_a_closed_store_refuses_reads_and_writes(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    await store.append("order-1", _events(1))
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.append("order-1", _events(1))
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.head_position()

@@ -6,7 +6,10 @@
 SQLite lets one transaction write at a time. Every append takes the write lock first
 (``BEGIN IMMEDIATE``), so positions are handed out in commit order and a reader can never see
 position N+1 before N: the global order is gap-free by construction, across processes too.
-Each connection lives on one thread; a whole append runs in a single hop to the writer thread.
+
+A whole append runs in a single hop to the writer thread, and appends that arrive together share
+one transaction and one sync (group commit), each in its own savepoint so that one refused append
+leaves the others alone. Reads are short and indexed, so they run on the caller's thread.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from twofold._notify import Notifier
-from twofold._sqlite import SQLiteThreads, transaction
+from twofold._sqlite import SQLiteThreads
 from twofold.errors import StoreError
 from twofold.messages import utc_now
 from twofold.store import (
@@ -97,15 +100,14 @@ class SQLiteEventStore(EventStoreBase):
         path: the database file; its folder is created when missing.
         durability: ``"full"`` (default) syncs the log on every commit, so an acknowledged append
             survives a power cut; ``"normal"`` survives a crashed process but not a power cut.
-        readers: threads serving reads alongside the single writer.
     """
 
-    def __init__(self, path: str | Path, *, durability: Durability = "full", readers: int = 2) -> None:
+    def __init__(self, path: str | Path, *, durability: Durability = "full") -> None:
         if durability not in ("full", "normal"):
             # SQLite reads an unknown synchronous level as NORMAL: a typo would silently weaken durability.
             raise ValueError(f"Unknown durability {durability!r}: use 'full' (survives a power cut) or 'normal'")
         self._threads = SQLiteThreads(
-            path, schema=SCHEMA, synchronous=durability.upper(), readers=readers, translate=_translate
+            path, schema=SCHEMA, synchronous=durability.upper(), readers=0, translate=_translate
         )
         self.path = self._threads.path
         self._notifier = Notifier()
@@ -117,7 +119,7 @@ class SQLiteEventStore(EventStoreBase):
     async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
         validate_writes(writes)
         rows = [(w, [_encode(e) for e in w.events]) for w in writes]  # JSON outside the lock
-        result = await self._threads.write(self._append, rows, command_id)
+        result = await self._threads.write_grouped(self._append, rows, command_id)
         if result.events:
             self._notifier.announce(result.events[-1].position)
         return result
@@ -128,43 +130,43 @@ class SQLiteEventStore(EventStoreBase):
         rows: list[tuple[StreamWrite, list[tuple[str, str, NewEvent]]]],
         command_id: str | None,
     ) -> AppendResult:
-        # BEGIN IMMEDIATE takes the write lock before versions are read: check and insert see one state.
-        with transaction(conn):
-            if command_id is not None and (found := self._find_command(conn, command_id)) is not None:
-                return found
-            versions: dict[str, int] = {}
-            recorded_at = utc_now()
-            written: list[tuple[str, int, str, str, NewEvent]] = []
-            for write, encoded in rows:
-                actual = conn.execute(STREAM_VERSION, (write.stream_id,)).fetchone()[0]
-                check_expected_version(write.stream_id, write.expected_version, actual)
-                category = category_of(write.stream_id)
-                conn.executemany(
-                    INSERT_EVENT,
-                    [
-                        (
-                            write.stream_id,
-                            actual + i,
-                            new.event_id,
-                            new.type,
-                            new.schema_version,
-                            data,
-                            meta,
-                            recorded_at.isoformat(),
-                            category,
-                        )
-                        for i, (data, meta, new) in enumerate(encoded, start=1)
-                    ],
-                )
-                versions[write.stream_id] = actual + len(encoded)
-                written.extend((write.stream_id, actual + i, d, m, new) for i, (d, m, new) in enumerate(encoded, 1))
-            # Under the write lock positions are consecutive, so the last one gives them all; the
-            # events are built from what was written rather than read back.
-            last = conn.execute(LAST_POSITION).fetchone()[0] if written else None
-            first = None if last is None else last - len(written) + 1
-            if command_id is not None:
-                conn.execute(INSERT_COMMAND, (command_id, json.dumps(versions), first, last))
-            stored = _built(written, first or 0, recorded_at)
+        # Runs inside the writer's BEGIN IMMEDIATE transaction: the write lock is held before versions
+        # are read, so check and insert see one state.
+        if command_id is not None and (found := self._find_command(conn, command_id)) is not None:
+            return found
+        versions: dict[str, int] = {}
+        recorded_at = utc_now()
+        written: list[tuple[str, int, str, str, NewEvent]] = []
+        for write, encoded in rows:
+            actual = conn.execute(STREAM_VERSION, (write.stream_id,)).fetchone()[0]
+            check_expected_version(write.stream_id, write.expected_version, actual)
+            category = category_of(write.stream_id)
+            conn.executemany(
+                INSERT_EVENT,
+                [
+                    (
+                        write.stream_id,
+                        actual + i,
+                        new.event_id,
+                        new.type,
+                        new.schema_version,
+                        data,
+                        meta,
+                        recorded_at.isoformat(),
+                        category,
+                    )
+                    for i, (data, meta, new) in enumerate(encoded, start=1)
+                ],
+            )
+            versions[write.stream_id] = actual + len(encoded)
+            written.extend((write.stream_id, actual + i, d, m, new) for i, (d, m, new) in enumerate(encoded, 1))
+        # Under the write lock positions are consecutive, so the last one gives them all; the
+        # events are built from what was written rather than read back.
+        last = conn.execute(LAST_POSITION).fetchone()[0] if written else None
+        first = None if last is None else last - len(written) + 1
+        if command_id is not None:
+            conn.execute(INSERT_COMMAND, (command_id, json.dumps(versions), first, last))
+        stored = _built(written, first or 0, recorded_at)
         return AppendResult(command_id, versions, stored)
 
     def _find_command(self, conn: sqlite3.Connection, command_id: str) -> AppendResult | None:
