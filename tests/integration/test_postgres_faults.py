@@ -17,9 +17,10 @@ alone). Every test gets a fresh database on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -187,50 +188,60 @@ async def test_a_database_restart_while_serving_gives_503s_writes_nothing_twice_
 # -- 2. a connection lost mid-append ------------------------------------------------------------------
 
 
-class PausingStore(PostgresEventStore):
-    """The real store, holding its first append's transaction open after the inserts, until released."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url, pool_size=2)
-        self.paused = asyncio.Event()
-        self.release = asyncio.Event()
-        self.backend: int | None = None
-
-    async def _write(
-        self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
-    ) -> tuple[dict[str, int] | None, list[StoredEvent]]:
-        written = await super()._write(conn, writes, command_id)
-        if not self.release.is_set():
-            self.backend = conn.get_server_pid()
-            self.paused.set()
-            await self.release.wait()
-        return written
-
-
 def _events(kind: str, count: int) -> list[NewEvent]:
     return [NewEvent(f"test.{kind}", {"n": n}) for n in range(count)]
 
 
+@contextlib.asynccontextmanager
+async def _connection(url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _waiting_appender(url: str) -> int:
+    """The backend running ``twofold_append``, once it waits for another transaction to end.
+
+    Only the command row's unique check waits that way, and it comes after the event inserts.
+    """
+    async with _connection(url) as conn:
+        while True:
+            backend = await conn.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%twofold_append(%' AND wait_event = 'transactionid'"
+                " AND pid <> pg_backend_pid()"
+            )
+            if backend is not None:
+                return int(backend)
+            await asyncio.sleep(0.01)
+
+
 async def test_a_connection_lost_mid_append_leaves_nothing_and_a_retry_appends_exactly_once(url: str) -> None:
-    store = PausingStore(url)
+    store = PostgresEventStore(url, pool_size=2)
     admin = await asyncpg.connect(url)
     try:
         async with asyncio.timeout(WAIT):
-            store.release.set()
             await store.append("product-1", _events("Before", 2))
-            store.release.clear()
             writes = [
                 StreamWrite("product-1", _events("Moved", 3), 2),
                 StreamWrite("order-1", _events("Placed", 2), NO_STREAM),
             ]
             ids = [e.event_id for w in writes for e in w.events]
+            # An uncommitted row with the same command id makes the append wait on its last insert,
+            # after its events are inserted: then its connection is cut from outside.
+            blocker = admin.transaction()
+            await blocker.start()
+            await admin.execute(
+                "INSERT INTO commands (command_id, versions, event_ids) VALUES ('command-1', '{}', '{}')"
+            )
             appending = asyncio.create_task(store.append_streams(writes, command_id="command-1"))
-            await store.paused.wait()
-            # Its rows are inserted, its transaction open: cut its connection from outside.
-            assert await admin.fetchval("SELECT pg_terminate_backend($1)", store.backend)
-            store.release.set()
+            backend = await _waiting_appender(url)
+            async with _connection(url) as killer:
+                assert await killer.fetchval("SELECT pg_terminate_backend($1)", backend)
             with pytest.raises(StoreError):
                 await appending
+            await blocker.rollback()
 
             assert await admin.fetchval("SELECT count(*) FROM events WHERE event_id = ANY($1)", ids) == 0
             assert await admin.fetchval("SELECT count(*) FROM commands WHERE command_id = 'command-1'") == 0

@@ -183,8 +183,8 @@ class PostgresOrderMachine(OrderMachine):
         async def wipe() -> None:
             conn = await asyncpg.connect(self.url)
             try:
-                await conn.execute("DROP TABLE IF EXISTS events, commands, twofold_schema CASCADE")
-                await conn.execute("DROP FUNCTION IF EXISTS twofold_number(text[])")
+                # The whole schema, so that every table and function the store made goes with it.
+                await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
             finally:
                 await conn.close()
 

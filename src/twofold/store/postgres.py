@@ -12,9 +12,11 @@ and commits. Readers only read numbered events. Since each sequencing transactio
 earlier one and only numbers committed rows, a reader can never see position N+1 and later a
 smaller one, and no event can be numbered below a position a reader has already passed.
 
-The appender runs the sequencing step itself right after its commit, so its result carries
-positions; under load one step numbers many appends at once. If an appender dies between the two,
-the next step, run by any appender or by a waiting reader's poll, numbers what it left.
+An append is one statement, a call of ``twofold_append`` (see ``_postgres_schema``), which locks
+the streams, checks their versions and inserts: one round trip and one commit. The appender runs
+the sequencing step itself right after that commit, so its result carries positions; under load
+one step numbers many appends at once. If an appender dies between the two, the next step, run
+by any appender or by a waiting reader's poll, numbers what it left.
 See docs/guarantees.md for the cost.
 """
 
@@ -30,17 +32,18 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from twofold._notify import Notifier
-from twofold.errors import StoreError
+from twofold.errors import ConcurrencyError, StoreError
 from twofold.messages import utc_now
 from twofold.store import (
     AppendResult,
+    ExpectedVersion,
     StoredEvent,
     StreamWrite,
     category_of,
-    check_expected_version,
     validate_writes,
 )
 from twofold.store._base import EventStoreBase
+from twofold.store._postgres_schema import CHANNEL, LOCK_MIGRATION, MIGRATIONS
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -51,86 +54,17 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresEventStore"]
 
-# Advisory lock keys, (class, object): a class of its own for each purpose.
-LOCK_STREAM = 7301  # with hashtext(stream_id): writers of one stream take turns reading its version
-LOCK_SEQUENCER = (7302, 0)  # one sequencing step at a time, so positions only ever grow
-LOCK_MIGRATION = (7303, 0)  # one process migrates the schema; the others wait, then see it done
-CHANNEL = "twofold_events"  # NOTIFY channel; the payload is the highest position just numbered
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE events (
-        id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        position       bigint UNIQUE,  -- NULL until the sequencing step numbers the committed row
-        stream_id      text        NOT NULL,
-        version        bigint      NOT NULL,
-        event_id       text        NOT NULL UNIQUE,
-        type           text        NOT NULL,
-        schema_version integer     NOT NULL,
-        data           json        NOT NULL,  -- json, not jsonb: stored exactly as written
-        metadata       json        NOT NULL,
-        recorded_at    timestamptz NOT NULL,
-        category       text        NOT NULL,
-        UNIQUE (stream_id, version)
-    );
-    CREATE INDEX events_unnumbered ON events (id) WHERE position IS NULL;
-    CREATE INDEX events_by_category ON events (category, position);
-    CREATE TABLE commands (
-        command_id text   PRIMARY KEY,
-        versions   json   NOT NULL,
-        event_ids  text[] NOT NULL
-    );
-    """,
-    # One sequencing step: number every committed, unnumbered event in insert order, above every
-    # position handed out before, then report the positions of the caller's events. Numbering all
-    # of them, not only the caller's, keeps each stream's versions in position order: an append to
-    # a stream starts only after the previous one committed, so its events have higher ids. In a
-    # VOLATILE function each statement takes a fresh snapshot, so those after the lock see every
-    # earlier step and every append committed before it.
-    f"""
-    CREATE FUNCTION twofold_number(mine text[]) RETURNS TABLE (event_id text, event_position bigint)
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        top bigint;
-        waiting bigint[];
-    BEGIN
-        PERFORM pg_advisory_xact_lock({LOCK_SEQUENCER[0]}, {LOCK_SEQUENCER[1]});
-        SELECT coalesce(max(e.position), 0) INTO top FROM events AS e;
-        SELECT array_agg(e.id ORDER BY e.id) INTO waiting FROM events AS e WHERE e.position IS NULL;
-        IF waiting IS NOT NULL THEN
-            -- Joined through the primary key, whatever the table's statistics say.
-            UPDATE events SET position = top + w.n
-            FROM unnest(waiting) WITH ORDINALITY AS w(id, n) WHERE events.id = w.id;
-            PERFORM pg_notify('{CHANNEL}', (top + cardinality(waiting))::text);
-        END IF;
-        RETURN QUERY SELECT e.event_id, e.position FROM events AS e WHERE e.event_id = ANY(mine);
-    END
-    $$;
-    """,
-)
-
 SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS twofold_schema (version integer NOT NULL)"
 GET_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM twofold_schema"
 SET_SCHEMA_VERSION = "INSERT INTO twofold_schema (version) VALUES ($1)"
 LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
-# Streams are locked in sorted order, so two multi-stream appends can never deadlock.
-LOCK_STREAMS = (
-    f"SELECT pg_advisory_xact_lock({LOCK_STREAM}, hashtext(s)) FROM (SELECT unnest($1::text[]) AS s ORDER BY 1) o"
-)
-# One index probe per stream (max over an equality is a backward index scan); a GROUP BY over
-# ANY(...) would read every event of every stream instead.
-STREAM_VERSIONS = """
-SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s) FROM unnest($1::text[]) AS s
+APPEND = """
+SELECT stream_id, stream_version
+FROM twofold_append($1, $2::text[], $3::bigint[], $4::integer[], $5::text[],
+                    $6::text[], $7::text[], $8::integer[], $9::text[], $10::text[], $11)
 """
-INSERT_EVENTS = """
-INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata, recorded_at, category)
-SELECT $1, v, e, t, s, d::json, m::json, $7, $8
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::integer[], $6::text[], $9::text[])
-     WITH ORDINALITY AS u(v, e, t, s, d, m, n)
-ORDER BY n  -- ids, and so positions, follow the order of the events in the append
-"""
+WRONG_VERSION = "TF409"  # raised by twofold_append; DETAIL names the write and the stream's actual version
 FIND_COMMAND = "SELECT versions, event_ids FROM commands WHERE command_id = $1"
-INSERT_COMMAND = "INSERT INTO commands (command_id, versions, event_ids) VALUES ($1, $2::json, $3::text[])"
 COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata, recorded_at"
 EVENTS_BY_ID = f"SELECT {COLUMNS} FROM events WHERE event_id = ANY($1::text[]) ORDER BY position"
 NUMBER = "SELECT event_id, event_position FROM twofold_number($1::text[])"
@@ -193,57 +127,53 @@ class PostgresEventStore(EventStoreBase):
     async def _insert(
         self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
     ) -> tuple[dict[str, int] | None, list[StoredEvent]]:
-        """The append's own transaction: check every stream's version and insert, unnumbered."""
-        async with conn.transaction():
-            return await self._write(conn, writes, command_id)
-
-    async def _write(
-        self, conn: Connection, writes: Sequence[StreamWrite], command_id: str | None
-    ) -> tuple[dict[str, int] | None, list[StoredEvent]]:
-        stream_ids = [w.stream_id for w in writes]
-        await conn.execute(LOCK_STREAMS, stream_ids)
-        # Looked up under the stream locks, so a concurrent twin of this command is seen once it commits.
-        if command_id is not None and await conn.fetchrow(FIND_COMMAND, command_id) is not None:
-            return None, []
-        current: dict[str, int] = {row[0]: row[1] for row in await conn.fetch(STREAM_VERSIONS, stream_ids)}
+        """The append's own transaction, one statement: check every stream's version and insert, unnumbered."""
+        events = [e for w in writes for e in w.events]
+        data, metadata = [_json(e.data) for e in events], [_json(e.metadata) for e in events]
         recorded_at = utc_now()
-        versions: dict[str, int] = {}
+        try:
+            rows = await conn.fetch(
+                APPEND,
+                command_id,
+                [w.stream_id for w in writes],
+                [_expected(w.expected_version) for w in writes],
+                [len(w.events) for w in writes],
+                [category_of(w.stream_id) for w in writes],
+                [e.event_id for e in events],
+                [e.type for e in events],
+                [e.schema_version for e in events],
+                data,
+                metadata,
+                recorded_at,
+            )
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != WRONG_VERSION:
+                raise
+            detail = json.loads(exc.detail or "{}")
+            write = writes[detail["write"]]
+            raise ConcurrencyError(write.stream_id, write.expected_version, detail["actual"]) from None
+        if rows and rows[0][0] is None:
+            return None, []
+        versions: dict[str, int] = {row[0]: row[1] for row in rows}
         written: list[StoredEvent] = []
+        index = 0
         for write in writes:
-            actual = current.get(write.stream_id, 0)
-            check_expected_version(write.stream_id, write.expected_version, actual)
-            events = write.events
-            if events:
-                data, metadata = [_json(e.data) for e in events], [_json(e.metadata) for e in events]
-                await conn.execute(
-                    INSERT_EVENTS,
-                    write.stream_id,
-                    list(range(actual + 1, actual + len(events) + 1)),
-                    [e.event_id for e in events],
-                    [e.type for e in events],
-                    [e.schema_version for e in events],
-                    data,
-                    recorded_at,
-                    category_of(write.stream_id),
-                    metadata,
-                )
-                written.extend(
+            first = versions[write.stream_id] - len(write.events) + 1
+            for version, event in enumerate(write.events, start=first):
+                written.append(
                     StoredEvent(
                         0,
                         write.stream_id,
-                        actual + i,
-                        e.event_id,
-                        e.type,
-                        e.schema_version,
-                        json.loads(d),
-                        json.loads(m),
+                        version,
+                        event.event_id,
+                        event.type,
+                        event.schema_version,
+                        json.loads(data[index]),
+                        json.loads(metadata[index]),
                         recorded_at,
                     )
-                    for i, (e, d, m) in enumerate(zip(events, data, metadata, strict=True), start=1)
                 )
-            versions[write.stream_id] = actual + len(events)
-        if command_id is not None:
-            await conn.execute(INSERT_COMMAND, command_id, json.dumps(versions), [e.event_id for e in written])
+                index += 1
         return versions, written
 
     async def _numbered(self, conn: Connection, written: list[StoredEvent]) -> list[StoredEvent]:
@@ -426,6 +356,13 @@ async def _migrate(conn: Connection) -> None:
             if number > version:
                 await conn.execute(migration)
                 await conn.execute(SET_SCHEMA_VERSION, number)
+
+
+def _expected(expected: int | ExpectedVersion) -> int | None:
+    """An expected version as twofold_append takes it: a number, or NULL for any version."""
+    if expected is ExpectedVersion.ANY:
+        return None
+    return 0 if expected is ExpectedVersion.NO_STREAM else int(expected)
 
 
 def _json(value: Any) -> str:
