@@ -150,7 +150,9 @@ def _add_route(
             )
         result = await runtime.execute(command, **envelope)
         metrics.events_appended.inc(len(result.events))
-        return result_json(result)
+        # A response, not a dict: the shape is CommandAccepted by construction, and FastAPI would
+        # otherwise validate and re-encode every event of it once more.
+        return JSONResponse(result_json(result))
 
     router.add_api_route(
         f"/commands/{name}",

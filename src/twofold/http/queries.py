@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from twofold.errors import NotFound
@@ -44,7 +44,12 @@ def _add_route(
     async def handle(request: Request) -> Any:
         with metrics.query(name):
             query = parse(query_type, _params(request, query_type))
-            return await runtime.query(query, min_position=min_position(request), timeout=timeout)
+            answer = await runtime.query(query, min_position=min_position(request), timeout=timeout)
+        if type(answer) is result:
+            # Already the declared model: pydantic encodes it in one step, where FastAPI would
+            # validate it again against the same model first.
+            return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+        return answer
 
     router.add_api_route(
         f"/queries/{name}",
