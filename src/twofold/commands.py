@@ -195,13 +195,18 @@ class CommandDispatcher:
         self._max_attempts = max_attempts
         self._upcasters = tuple(upcasters)
 
-    async def dispatch(self, envelope: Envelope[Command]) -> CommandResult:
-        """Run a command at most once per ``envelope.message_id``; raise what its handler raises."""
+    async def dispatch(self, envelope: Envelope[Command], *, new_id: bool = False) -> CommandResult:
+        """Run a command at most once per ``envelope.message_id``; raise what its handler raises.
+
+        ``new_id=True`` says the id was generated for this dispatch, so no earlier run can have
+        recorded it, and the lookup before the handler runs is skipped (the store still checks
+        the id when it appends).
+        """
         handler = self._handlers.get(type(envelope.message))
         if handler is None:
             raise NotFound(f"No handler for command {envelope.type_name}")
         command_id = envelope.message_id
-        if (previous := await self._recorded(command_id)) is not None:
+        if not new_id and (previous := await self._recorded(command_id)) is not None:
             return previous
         for attempt in range(1, self._max_attempts + 1):
             uow = UnitOfWork(self._store, envelope, upcasters=self._upcasters)

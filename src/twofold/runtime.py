@@ -119,7 +119,8 @@ class Runtime:
             principal=principal,
             tenant=tenant,
         )
-        return await self._commands.dispatch(envelope)
+        # An id made here was never recorded: the dispatcher need not look it up first.
+        return await self._commands.dispatch(envelope, new_id=not command_id)
 
     async def query(self, query: Query, *, min_position: int | None = None, timeout: float = 5.0) -> Any:
         """Answer ``query``, first waiting up to ``timeout`` s for ``min_position`` when given."""

@@ -21,7 +21,7 @@ from examples.shop.messages import (
 )
 from twofold import NO_STREAM, Command, ConcurrencyError, DomainError, Envelope, NotFound, StoreError, UnitOfWork
 from twofold.commands import CommandDispatcher, CommandHandler
-from twofold.store import NewEvent
+from twofold.store import AppendResult, NewEvent
 from twofold.store.memory import MemoryEventStore
 from twofold.store.sqlite import SQLiteEventStore
 
@@ -307,3 +307,26 @@ async def test_a_refused_command_appends_nothing(store: MemoryEventStore) -> Non
 
     assert await store.head_position() == 2
     assert await store.command_result("c-1") is None
+
+
+async def test_a_generated_command_id_is_not_looked_up_before_the_handler_but_a_given_one_is(
+    store: MemoryEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+    recorded = store.command_result
+
+    async def counting(command_id: str) -> AppendResult | None:
+        lookups.append(command_id)
+        return await recorded(command_id)
+
+    monkeypatch.setattr(store, "command_result", counting)
+    dispatcher = CommandDispatcher(store, {PlaceOrder: place_order})
+
+    fresh = await dispatcher.dispatch(Envelope(order("o-1")), new_id=True)
+    given = await dispatcher.dispatch(Envelope(order("o-2"), message_id="c-2"))
+    again = await dispatcher.dispatch(Envelope(order("o-2"), message_id="c-2"))
+
+    assert lookups == ["c-2", "c-2"]  # one lookup each for the given id; none for the generated one
+    assert fresh.position is not None
+    assert given.position is not None
+    assert again == given

@@ -137,10 +137,11 @@ def _add_route(
         command = parse(command_type, await json_body(request))
         key = request.headers.get("idempotency-key")
         envelope = {
-            "command_id": _checked_key(key, "Idempotency-Key") if key is not None else new_id(),
+            "command_id": _checked_key(key, "Idempotency-Key") if key is not None else None,
             "correlation_id": _optional_key(request.headers.get("x-correlation-id"), "X-Correlation-Id"),
         }
         if "respond-async" in request.headers.get("prefer", "").lower():
+            envelope["command_id"] = envelope["command_id"] or new_id()  # the status URL needs it now
             background.submit(command, **envelope)
             status_url = str(request.url_for("command_status", command_id=envelope["command_id"]).path)
             return JSONResponse(
