@@ -209,13 +209,13 @@ class ReadStoreContract:
         assert one == {"sku": "B-2", "quantity": 1}
         assert none is None
 
-    async def test_execute_returns_the_number_of_rows_it_changed(self, store: ReadStore) -> None:
+    async def test_execute_count_returns_the_number_of_rows_it_changed(self, store: ReadStore) -> None:
         changed: list[int] = []
 
         def work(db: Database) -> None:
             add(("A-1", "Blue mug", 3), ("B-2", "Blue teapot", 1), ("C-3", "Green tea", 4))(db)
-            changed.append(db.execute("UPDATE items SET quantity = quantity + 1 WHERE name LIKE ?", ("Blue%",)))
-            changed.append(db.execute("DELETE FROM items WHERE sku = ?", ("Z-9",)))
+            changed.append(db.execute_count("UPDATE items SET quantity = quantity + 1 WHERE name LIKE ?", ("Blue%",)))
+            changed.append(db.execute_count("DELETE FROM items WHERE sku = ?", ("Z-9",)))
 
         await store.transact(NAME, work)
 

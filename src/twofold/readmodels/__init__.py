@@ -35,8 +35,12 @@ class Database(Protocol):
 
     dialect: str
 
-    def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
+    def execute(self, sql: str, params: Params = ()) -> None:
+        """Run one statement. Projection batches may send it without waiting for its answer."""
+        ...
+
+    def execute_count(self, sql: str, params: Params = ()) -> int:
+        """Run one statement and return the number of rows it changed (this waits for the answer)."""
         ...
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:

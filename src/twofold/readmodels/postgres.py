@@ -11,9 +11,9 @@ is one thread hop and one transaction, checkpoint included.
 
 A batch's statements travel in psycopg's pipeline mode: each ``db.execute`` is sent without
 waiting for its result, so a page of 500 upserts costs a handful of round trips, not 500. What
-needs an answer waits for it: ``fetch_one``/``fetch_all``, and ``execute`` when its caller uses
-the row count it returns (see :meth:`PostgresDatabase.execute`). A statement's error surfaces at
-the next statement that waits, or when the batch ends, and rolls back the whole batch as before.
+needs an answer waits for it: ``fetch_one``/``fetch_all`` and ``execute_count``. A statement's
+error surfaces at the next statement that waits, or when the batch ends, and rolls back the
+whole batch.
 
 Placeholders. Handlers write the same SQL text as on SQLite: ``?`` with a sequence of
 parameters, or ``:name`` with a mapping. :func:`to_psycopg` turns them into psycopg's ``%s`` and
@@ -26,17 +26,13 @@ PostgreSQL's ``?`` operators on ``jsonb`` are out of reach: use ``jsonb_exists()
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import dis
 import functools
 import math
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from types import CodeType
 from typing import Any, TypeVar
 
 import psycopg
@@ -112,8 +108,8 @@ def _sql(sql: str, params: Params) -> str:
 class PostgresDatabase:
     """:class:`~twofold.readmodels.Database` over one psycopg connection; rows come back as dicts.
 
-    With a ``pipeline`` (projection batches), statements are queued rather than waited on; see
-    :meth:`execute` for how the row count stays right.
+    With a ``pipeline`` (projection batches), ``execute`` queues statements rather than waiting
+    on each; what returns an answer waits for it.
     """
 
     dialect = "postgresql"
@@ -123,33 +119,24 @@ class PostgresDatabase:
         self._pipeline = pipeline
         self._queued: psycopg.Cursor[DictRow] | None = None
 
-    def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; return the number of rows it changed.
-
-        In a pipeline the row count only exists once the server has answered, and waiting for
-        it is the round trip the pipeline saves. So the statement is queued, and the pipeline
-        is synced for its answer only when the caller can use the count: unless the call is an
-        expression statement whose value CPython's bytecode drops at once (``db.execute(...)``
-        on a line of its own, a projection's usual write). Anything else (``n = db.execute(...)``,
-        ``return db.execute(...)``, an argument, a condition, a caller this cannot read) syncs
-        and returns the exact count. Only the immediate caller is read: a count handed on by C
-        code the caller calls, as in a dropped ``list(map(log, map(db.execute, statements)))``,
-        reads as -1.
-        """
+    def execute(self, sql: str, params: Params = ()) -> None:
+        """Run one statement; in a pipeline, send it without waiting for its answer."""
         if self._pipeline is None:
             with self._conn.cursor() as cursor:
                 cursor.execute(_sql(sql, params), params)
-                return cursor.rowcount
-        if _result_dropped(sys._getframe(1)):
-            # One cursor takes every queued statement whose count nobody reads; its result, when
-            # it comes, only tells psycopg whether the statement failed.
-            if self._queued is None:
-                self._queued = self._conn.cursor()
-            self._queued.execute(_sql(sql, params), params)
-            return -1  # the caller drops it unread
+            return
+        # One cursor takes every queued statement; its result, when it comes, only tells psycopg
+        # whether the statement failed.
+        if self._queued is None:
+            self._queued = self._conn.cursor()
+        self._queued.execute(_sql(sql, params), params)
+
+    def execute_count(self, sql: str, params: Params = ()) -> int:
+        """Run one statement and return the number of rows it changed; in a pipeline, wait for it."""
         with self._conn.cursor() as cursor:
             cursor.execute(_sql(sql, params), params)
-            self._pipeline.sync()  # waits for this count; raises the first error of any statement queued so far
+            if self._pipeline is not None:
+                self._pipeline.sync()  # raises the first error of any statement queued so far
             return cursor.rowcount
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
@@ -165,33 +152,6 @@ class PostgresDatabase:
     def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         with self._conn.cursor() as cursor:
             return cursor.execute(_sql(sql, params), params).fetchall()
-
-
-def _result_dropped(caller: Any) -> bool:
-    """Whether ``caller`` (a frame, mid-call) discards the call's result the moment it returns.
-
-    False whenever in doubt, so the cost of a wrong guess is a round trip, never a wrong count.
-    """
-    try:
-        return _drops_after(caller.f_code, caller.f_lasti)
-    except Exception:  # not CPython, or bytecode this does not know: assume the value is used
-        return False
-
-
-@functools.lru_cache(maxsize=4096)
-def _drops_after(code: CodeType, lasti: int) -> bool:
-    """Whether the call running at byte offset ``lasti`` of ``code`` is followed by a ``POP_TOP``.
-
-    ``f_lasti`` points at the call instruction or into its inline cache (CPython 3.11+), so the
-    call is the last real instruction at or before it, and what uses its result is the next one.
-    """
-    instructions = list(dis.get_instructions(code))
-    offsets = [instruction.offset for instruction in instructions]
-    at = bisect.bisect_right(offsets, lasti)
-    if at == 0 or at >= len(instructions):
-        return False
-    call, after = instructions[at - 1], instructions[at]
-    return call.opname.startswith("CALL") and after.opname == "POP_TOP"  # an expression statement
 
 
 class _Disconnected(Exception):

@@ -41,7 +41,10 @@ class SQLiteDatabase:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, params: Params = ()) -> int:
+    def execute(self, sql: str, params: Params = ()) -> None:
+        self._conn.execute(sql, params)
+
+    def execute_count(self, sql: str, params: Params = ()) -> int:
         return self._conn.execute(sql, params).rowcount
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
