@@ -38,7 +38,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)  ## twofold beside eventsourcing and raw sqlite3; QUICK=1 for a short run (docs/performance.md)
+bench: $(BENCH_STAMP)  ## twofold beside eventsourcing and the raw drivers, SQLite and PostgreSQL; QUICK=1 short (docs/performance.md)
 	$(BIN)/python -m benchmarks.run $(if $(filter 1,$(QUICK)),--quick)
 
 clean:

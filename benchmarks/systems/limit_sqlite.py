@@ -1,8 +1,9 @@
 """The limit: raw ``sqlite3`` writing and reading rows of twofold's shape, in twofold's transaction shape.
 
-No framework: no models, no validation, no command record, no threads. WAL and
+No framework: no models, no validation, no command record, no threads but the writers' own. WAL and
 ``synchronous=FULL`` like twofold's ``durability="full"``. The payload is still encoded and decoded
-as JSON, since every system has to do that.
+as JSON, since every system has to do that. Concurrent writers are threads, each with its own
+connection, taking turns at SQLite's one write lock (``BEGIN IMMEDIATE`` waits up to 5 s for it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
-from benchmarks.shape import EVENT_TYPE, PAYLOAD, Shape, stream_key
+from benchmarks.shape import EVENT_TYPE, PAYLOAD, Shape, share, stream_key
+from benchmarks.systems import in_threads
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -47,11 +48,13 @@ METADATA = {"command_id": str(uuid.UUID(int=0)), "command_type": "bench.RecordHa
 
 
 @contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
+def _connect(path: str, *, schema: bool = True) -> Iterator[sqlite3.Connection]:
+    """A connection syncing every commit; the first one also sets WAL (it sticks to the file) and the schema."""
+    with closing(sqlite3.connect(path, isolation_level=None, check_same_thread=False)) as conn:
         conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(SCHEMA)
+        if schema:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
         yield conn
 
 
@@ -85,39 +88,40 @@ class LimitSQLite:
     name = "limit"
 
     def settings(self) -> dict[str, str]:
-        return {"synchronous": "FULL", "journal_mode": "wal"}
+        return {"synchronous": "FULL", "journal_mode": "wal", "writers": "threads, a connection each"}
 
-    async def append_per_command(self, path: Path, shape: Shape) -> float:
+    async def append_per_command(self, path: str, shape: Shape, writers: int) -> float:
+        def writer(k: int) -> None:
+            with _connect(path, schema=False) as conn:
+                for _ in range(shape.rounds):
+                    for n in share(shape.streams, writers, k):
+                        _append(conn, f"counter-{stream_key(n)}", 1)
+
         with _connect(path) as conn:
             started = time.perf_counter()
-            for _ in range(shape.events_per_stream):
-                for n in range(shape.streams):
-                    _append(conn, f"counter-{stream_key(n)}", 1)
-            return time.perf_counter() - started
+            if writers == 1:
+                writer(0)  # on the event loop's thread, as before: no thread hop for one writer
+            else:
+                await in_threads(writer, writers)
+            elapsed = time.perf_counter() - started
+            count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        assert count == shape.commands, (count, shape.commands)
+        return elapsed
 
-    async def append_batch(self, path: Path, shape: Shape) -> float:
+    async def append_batch_then_read(self, path: str, shape: Shape) -> dict[str, float]:
         with _connect(path) as conn:
             started = time.perf_counter()
             _fill(conn, shape)
-            return time.perf_counter() - started
-
-    async def load_aggregate(self, path: Path, shape: Shape) -> float:
-        with _connect(path) as conn:
-            _fill(conn, shape)
+            seconds = {"append_batch": time.perf_counter() - started}
             started = time.perf_counter()
             replayed = 0
             for n in range(shape.streams):
                 rows = conn.execute(READ_STREAM, (f"counter-{stream_key(n)}",)).fetchall()
                 replayed += len([json.loads(data) for _, data in rows])
-            elapsed = time.perf_counter() - started
-        assert replayed == shape.events, (replayed, shape.events)
-        return elapsed
-
-    async def read_all(self, path: Path, shape: Shape) -> float:
-        with _connect(path) as conn:
-            _fill(conn, shape)
+            seconds["load_aggregate"] = time.perf_counter() - started
+            assert replayed == shape.events, (replayed, shape.events)
             started = time.perf_counter()
             count = len([(json.loads(row[5]), json.loads(row[6])) for row in conn.execute(READ_ALL)])
-            elapsed = time.perf_counter() - started
-        assert count == shape.events, (count, shape.events)
-        return elapsed
+            seconds["read_all"] = time.perf_counter() - started
+            assert count == shape.events, (count, shape.events)
+        return seconds
