@@ -36,6 +36,7 @@ log = logging.getLogger("twofold.projections")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before re-trying a failed batch, then every 5 s
+CATCH_UP_CHECK = 0.05  # seconds catch_up gives a running task to show progress before reading itself
 
 
 class Projection:
@@ -147,9 +148,20 @@ class ProjectionRunner:
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
 
     async def catch_up(self) -> None:
-        """Apply every event committed so far, then return (for tests, tools and rebuilds)."""
+        """Apply every event committed so far, then return (for tests, tools and rebuilds).
+
+        While the runner's own task is applying pages, this waits for it rather than reading the
+        same pages a second time. When the task makes no progress for a moment (it is failing, or
+        waiting for a poll to notice another process's appends), this applies pages itself, so
+        that it returns promptly and the caller gets any error.
+        """
         head = await self._store.head_position()
         while self.position < head:
+            if self.running and not self.failures:
+                before = self.position
+                await self._notifier.wait(before, CATCH_UP_CHECK)
+                if self.position > before:
+                    continue
             page = [e async for e in self._store.read_all(self.position + 1, self._batch_size)]
             if not page:
                 return
