@@ -39,6 +39,7 @@ from twofold.store import (
     ExpectedVersion,
     StoredEvent,
     StreamWrite,
+    _json,
     category_of,
     validate_writes,
 )
@@ -129,7 +130,7 @@ class PostgresEventStore(EventStoreBase):
     ) -> tuple[dict[str, int] | None, list[StoredEvent]]:
         """The append's own transaction, one statement: check every stream's version and insert, unnumbered."""
         events = [e for w in writes for e in w.events]
-        data, metadata = [_json(e.data) for e in events], [_json(e.metadata) for e in events]
+        data, metadata = [_json.dumps(e.data) for e in events], [_json.dumps(e.metadata) for e in events]
         recorded_at = utc_now()
         try:
             rows = await conn.fetch(
@@ -168,8 +169,8 @@ class PostgresEventStore(EventStoreBase):
                         event.event_id,
                         event.type,
                         event.schema_version,
-                        json.loads(data[index]),
-                        json.loads(metadata[index]),
+                        _json.loads(data[index]),
+                        _json.loads(metadata[index]),
                         recorded_at,
                     )
                 )
@@ -365,10 +366,6 @@ def _expected(expected: int | ExpectedVersion) -> int | None:
     return 0 if expected is ExpectedVersion.NO_STREAM else int(expected)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def _decode(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
         position=row[0],
@@ -377,8 +374,8 @@ def _decode(row: asyncpg.Record) -> StoredEvent:
         event_id=row[3],
         type=row[4],
         schema_version=row[5],
-        data=json.loads(row[6]),
-        metadata=json.loads(row[7]),
+        data=_json.loads(row[6]),
+        metadata=_json.loads(row[7]),
         recorded_at=row[8],
     )
 

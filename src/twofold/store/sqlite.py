@@ -32,6 +32,7 @@ from twofold.store import (
     NewEvent,
     StoredEvent,
     StreamWrite,
+    _json,
     category_of,
     check_expected_version,
     validate_writes,
@@ -246,7 +247,7 @@ class SQLiteEventStore(EventStoreBase):
 
 
 def _encode(event: NewEvent) -> tuple[str, str, NewEvent]:
-    return json.dumps(event.data, separators=(",", ":")), json.dumps(event.metadata, separators=(",", ":")), event
+    return _json.dumps(event.data), _json.dumps(event.metadata), event
 
 
 def _built(written: list[tuple[str, int, str, str, NewEvent]], first: int, recorded_at: datetime) -> list[StoredEvent]:
@@ -259,8 +260,8 @@ def _built(written: list[tuple[str, int, str, str, NewEvent]], first: int, recor
             event_id=new.event_id,
             type=new.type,
             schema_version=new.schema_version,
-            data=json.loads(data),
-            metadata=json.loads(meta),
+            data=_json.loads(data),
+            metadata=_json.loads(meta),
             recorded_at=recorded_at,
         )
         for index, (stream_id, version, data, meta, new) in enumerate(written)
@@ -275,8 +276,8 @@ def _decode(row: Row) -> StoredEvent:
         event_id=row[3],
         type=row[4],
         schema_version=row[5],
-        data=json.loads(row[6]),
-        metadata=json.loads(row[7]),
+        data=_json.loads(row[6]),
+        metadata=_json.loads(row[7]),
         recorded_at=datetime.fromisoformat(row[8]),
     )
 
