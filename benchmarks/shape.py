@@ -47,7 +47,7 @@ class Shape:
 FULL = Shape(streams=2_000, events_per_stream=10, runs=5, command_rounds=2)
 QUICK = Shape(streams=200, events_per_stream=10, runs=3, command_rounds=2)
 # PostgreSQL with fsync on commits at a few hundred transactions/s on a small machine: fewer streams.
-POSTGRES_FULL = Shape(streams=400, events_per_stream=10, runs=5, command_rounds=2)
+POSTGRES_FULL = Shape(streams=2_000, events_per_stream=10, runs=5, command_rounds=1)
 POSTGRES_QUICK = Shape(streams=100, events_per_stream=10, runs=3, command_rounds=2)
 
 
