@@ -172,6 +172,10 @@ class SQLiteThreads:
             with self._translated():
                 result = job.work(conn, *job.args)
         except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (a full disk, an I/O error): every
+                # write in the group is gone, and this error is what the group fails with.
+                raise
             conn.execute("ROLLBACK TO twofold_write")
             job.outcome = (False, exc)
         else:

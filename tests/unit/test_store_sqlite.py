@@ -7,6 +7,7 @@ on one file stand in for two processes: each has its own connections and its own
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,33 @@ async def test_a_closed_store_refuses_reads_and_writes(tmp_path: Path) -> None:
         await store.append("order-1", _events(1))
     with pytest.raises(RuntimeError, match="closed"):
         await store.head_position()
+
+
+async def test_an_error_that_ends_the_shared_transaction_fails_every_write_in_it_with_that_error(
+    store: SQLiteEventStore,
+) -> None:
+    def insert(conn: sqlite3.Connection, n: int) -> int:
+        conn.execute("CREATE TABLE IF NOT EXISTS scratch (n INTEGER)")
+        conn.execute("INSERT INTO scratch VALUES (?)", (n,))
+        return n
+
+    def lose_the_transaction(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")  # as SQLite does itself on a full disk or an I/O error
+        raise sqlite3.OperationalError("database or disk is full")
+
+    # Hold the writer busy until all three are queued, so that they surely share one transaction.
+    gate = threading.Event()
+    busy = asyncio.ensure_future(store._threads.write(lambda conn: gate.wait(WAIT)))
+    writes = [
+        asyncio.ensure_future(store._threads.write_grouped(insert, 1)),
+        asyncio.ensure_future(store._threads.write_grouped(lose_the_transaction)),
+        asyncio.ensure_future(store._threads.write_grouped(insert, 2)),
+    ]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await busy
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(outcome, StoreError) and "disk is full" in str(outcome) for outcome in outcomes)
+    # Nothing of the group was committed, and the writer goes on with the next one.
+    assert await store._threads.write_grouped(insert, 3) == 3
+    assert await store._threads.read(lambda conn: conn.execute("SELECT n FROM scratch").fetchall()) == [(3,)]
