@@ -1,4 +1,5 @@
-"""Servers shared by the whole run (tests/ and examples/): one PostgreSQL, a fresh database per test that asks."""
+"""Servers shared by the whole run (tests/ and examples/): one PostgreSQL, a fresh database per test that asks,
+and one NATS with JetStream."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import EventStore
 from twofold.store.postgres import PostgresEventStore
 from twofold.store.sqlite import SQLiteEventStore
-from twofold.testing.servers import PostgresServer
+from twofold.testing.servers import NatsServer, PostgresServer
 
 _databases = itertools.count(1)
 
@@ -32,6 +33,23 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database on the session's server."""
     return postgres_server.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """A real nats-server with JetStream (fsync on every message) on 127.0.0.1; it fails the run if it cannot start."""
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    """The session's NATS URL, started again if an earlier test left it stopped.
+
+    Tests share the server: each names its own service, hence its own JetStream stream.
+    """
+    nats_server.start()
+    return nats_server.url
 
 
 StoreFactory = Callable[[], tuple[EventStore, ReadStore]]

