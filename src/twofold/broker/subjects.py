@@ -1,0 +1,52 @@
+"""NATS names for a service's events: the JetStream stream and each event's subject.
+
+    >>> events_subject("shop", "order", "shop.OrderPlaced")
+    'twofold.shop.events.order.shop.OrderPlaced'
+    >>> events_subject("shop", "order", "Order placed!")
+    'twofold.shop.events.order.Order%20placed%21'
+    >>> events_stream("shop")
+    'TWOFOLD_SHOP_EVENTS'
+
+Subjects are ``twofold.<service>.events.<category>.<type>``. The service and the category are
+one token each; a type's dots stay token separators, so that ``twofold.shop.events.order.shop.>``
+selects the ``shop.*`` types of the ``order`` category. Within a token, every character outside
+``A-Z a-z 0-9 _ -`` (a dot in a service or category, a space, ``*``, ``>``, ``%``, non-ASCII)
+is written ``%XX`` per UTF-8 byte, and an empty token is ``%``: every subject is valid and no
+two names share one. The subject is for routing and filtering; the message's body holds the
+exact type and stream id.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["events_filter", "events_stream", "events_subject", "subject_token"]
+
+_SAFE = re.compile(r"[A-Za-z0-9_-]")
+
+
+def subject_token(text: str) -> str:
+    """``"a.b c"`` → ``"a%2Eb%20c"``: one valid subject token (``%`` for the empty string)."""
+    if not text:
+        return "%"
+    return "".join(ch if _SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in text)
+
+
+def events_subject(service: str, category: str, event_type: str) -> str:
+    """The subject an event of ``event_type`` in ``category`` is published on."""
+    type_tokens = ".".join(subject_token(part) for part in event_type.split("."))
+    return f"{events_filter(service)[:-1]}{subject_token(category)}.{type_tokens}"
+
+
+def events_filter(service: str) -> str:
+    """``twofold.<service>.events.>``: every event subject of one service (the stream's subjects)."""
+    return f"twofold.{subject_token(service)}.events.>"
+
+
+def events_stream(service: str) -> str:
+    """The JetStream stream holding a service's events: ``TWOFOLD_<SERVICE>_EVENTS``.
+
+    Stream names may not hold ``.``, ``*``, ``>``, spaces or path separators: anything outside
+    letters, digits, ``_`` and ``-`` becomes ``_``.
+    """
+    return f"TWOFOLD_{re.sub(r'[^A-Za-z0-9_-]', '_', service).upper()}_EVENTS"
