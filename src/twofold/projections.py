@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 from twofold._notify import Notifier
 from twofold.aggregate import event_types_of
-from twofold.messages import Event, EventTypes, Upcaster
+from twofold.health import Progress
+from twofold.messages import Event, EventTypes, Upcaster, utc_now
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
@@ -99,6 +100,7 @@ class ProjectionRunner:
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
         self.last_error: str | None = None
+        self.last_progress = utc_now()
 
     @property
     def name(self) -> str:
@@ -114,8 +116,19 @@ class ProjectionRunner:
         """The last position this runner committed."""
         return self._notifier.head
 
+    async def progress(self) -> Progress:
+        """Where this runner stands against the store's head, for health checks."""
+        head = await self._store.head_position()
+        position = self.position
+        waiting_since = None
+        if head > position:
+            oldest = [e async for e in self._store.read_all(position + 1, limit=1)]
+            waiting_since = oldest[0].recorded_at if oldest else None
+        return Progress(self.name, position, head, self.last_progress, waiting_since)
+
     async def start(self) -> None:
         await self._read_store.transact(self.name, self.projection.setup)
+        self.last_progress = utc_now()
         self._notifier.announce(await self._read_store.checkpoint(self.name))
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
 
@@ -186,6 +199,7 @@ class ProjectionRunner:
                 self.projection.apply(self._types.decode(record.type, record.data, record.schema_version), db, record)
 
         await self._read_store.transact(self.name, work, expected=self.position, position=page[-1].position)
+        self.last_progress = utc_now()
         self._notifier.announce(page[-1].position)
 
     async def _run(self) -> None:

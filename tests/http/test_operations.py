@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ async def test_ready_is_503_naming_a_projection_runner_that_stopped(stocked: Api
 
     body = assert_problem(response, 503, "not-ready")
     assert body["title"] == "Not ready"
-    assert body["detail"] == "A projection is stopped or failing"
+    assert body["detail"] == "A projection is stopped, failing, or stuck with events waiting"
     assert body["stopped"] == ["shop.orders"]
     assert body["failing"] == {}
     assert body["head"] == await stocked.head()
@@ -98,8 +99,48 @@ async def test_ready_is_503_naming_a_projection_that_keeps_failing(tmp_path: Pat
         body = assert_problem(response, 503, "not-ready")
         assert body["stopped"] == []
         assert body["failing"] == {"test.exploding": "RuntimeError: cannot project shop.ProductAdded"}
+        assert body["stuck"] == {}
         assert body["projections"] == {"test.exploding": 0}
         assert body["head"] == 1
+
+
+class Frozen(Projection, name="test.frozen"):
+    """A read model whose loop freezes inside its first event until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def apply(self, event: ProductAdded, db: Database, record: StoredEvent) -> None:
+        self.release.wait(30)
+
+
+async def test_ready_is_503_and_metrics_say_stuck_when_events_wait_on_a_frozen_projection(tmp_path: Path) -> None:
+    frozen = Frozen()
+    service = Service("frozen", commands={AddProduct: add_product}, projections=[frozen])
+    try:
+        async with serve(service, tmp_path, stall_after=0.3) as api:
+            assert (await api.client.get("/ready")).status_code == 200  # idle is not stuck
+            await api.add_product("A-1", "Apple")
+            await asyncio.sleep(0.6)
+
+            body = assert_problem(await api.client.get("/ready"), 503, "not-ready")
+            assert body["stopped"] == []
+            assert body["failing"] == {}
+            assert list(body["stuck"]) == ["test.frozen"]
+            assert body["stuck"]["test.frozen"] >= 0.3
+            text = (await api.client.get("/metrics")).text
+            assert metric(text, "twofold_worker_stuck", worker="test.frozen") == 1
+            assert metric(text, "twofold_worker_stalled_seconds", worker="test.frozen") >= 0.3
+
+            frozen.release.set()  # the loop moves on: ready again once it has applied the event
+            for _ in range(POLLS):
+                if (await api.client.get("/ready")).status_code == 200:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await api.client.get("/ready")).status_code == 200
+            assert metric((await api.client.get("/metrics")).text, "twofold_worker_stuck", worker="test.frozen") == 0
+    finally:
+        frozen.release.set()
 
 
 # -- /metrics ------------------------------------------------------------------------------------

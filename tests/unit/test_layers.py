@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "src" / "twofold"
-CORE = ["errors", "messages", "aggregate", "commands", "projections", "queries", "service", "runtime"]
+CORE = ["errors", "messages", "aggregate", "commands", "projections", "queries", "service", "runtime", "health"]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
     "twofold.errors",
@@ -21,6 +21,7 @@ CORE_MAY_IMPORT = {
     "twofold.queries",
     "twofold.service",
     "twofold.runtime",
+    "twofold.health",
     "twofold.store",
     "twofold.store._follow",
     "twofold.readmodels",

@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from twofold.http.commands import AsyncCommands, command_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
-from twofold.http.metrics import CONTENT_TYPE, Metrics
+from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
 from twofold.http.problems import install, problem
 from twofold.http.queries import query_router
 from twofold.messages import Command
@@ -37,6 +37,7 @@ def create_app(
     queries: bool = True,
     body_limit: int = DEFAULT_BODY_LIMIT,
     query_timeout: float = 5.0,
+    stall_after: float = DEFAULT_STALL_AFTER,
 ) -> FastAPI:
     """Build the HTTP app for ``runtime``; starting the app starts the runtime, stopping it stops it.
 
@@ -46,9 +47,11 @@ def create_app(
         queries: serve ``GET /queries/...`` (needs a read store).
         body_limit: the largest request body, in bytes, before 413.
         query_timeout: the longest a read-your-writes query waits, in seconds, before 504.
+        stall_after: seconds a projection may leave events waiting without advancing before
+            ``/ready`` calls it stuck (a backlog that moves is not stuck).
     """
     service = runtime.service
-    metrics = Metrics()
+    metrics = Metrics(stall_after)
     background = AsyncCommands(runtime)
 
     @asynccontextmanager
@@ -78,21 +81,23 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], summary="The stores answer and the projections run")
+    @app.get("/ready", tags=["operations"], summary="The stores answer and the projections run and advance")
     async def ready() -> Any:
         stopped = sorted(name for name, runner in runtime.runners.items() if not runner.running)
         failing = {name: r.last_error for name, r in runtime.runners.items() if r.last_error is not None}
+        stuck = await stuck_workers(runtime, stall_after)
         positions = dict(await runtime.positions())
         head = await runtime.store.head_position() if runtime.store is not None else None
         body = {"head": head, "projections": positions}
-        if stopped or failing:
+        if stopped or failing or stuck:
             return problem(
                 503,
                 "Not ready",
-                "A projection is stopped or failing",
+                "A projection is stopped, failing, or stuck with events waiting",
                 "not-ready",
                 stopped=stopped,
                 failing=failing,
+                stuck=stuck,
                 **body,
             )
         return {"status": "ready", **body}

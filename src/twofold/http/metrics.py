@@ -9,16 +9,20 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from twofold.errors import ConcurrencyError, DomainError, InvalidMessage, NotCaughtUp, NotFound
+from twofold.health import Progress
+from twofold.messages import utc_now
 from twofold.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_STALL_AFTER = 30.0  # seconds with events waiting and no progress before a worker counts as stuck
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
     """The app's own registry, so that several apps in one process never share counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, stall_after: float = DEFAULT_STALL_AFTER) -> None:
+        self.stall_after = stall_after
         self.registry = CollectorRegistry()
         self.commands = Counter(
             "twofold_commands", "Commands handled, by type and outcome", ["command", "outcome"], registry=self.registry
@@ -56,9 +60,21 @@ class Metrics:
             ["projection"],
             registry=self.registry,
         )
+        self.stalled = Gauge(
+            "twofold_worker_stalled_seconds",
+            "Seconds events have waited for a worker that has not advanced (0 when caught up or moving)",
+            ["worker"],
+            registry=self.registry,
+        )
+        self.stuck = Gauge(
+            "twofold_worker_stuck",
+            "1 when a worker has left events waiting longer than the stall limit without advancing",
+            ["worker"],
+            registry=self.registry,
+        )
 
     async def render(self, runtime: Runtime) -> bytes:
-        """Refresh the position gauges from the stores, then render every metric."""
+        """Refresh the position and progress gauges from the stores, then render every metric."""
         head = await runtime.store.head_position() if runtime.store is not None else None
         if head is not None:
             self.head.set(head)
@@ -66,6 +82,11 @@ class Metrics:
             self.checkpoint.labels(name).set(position)
             if head is not None:
                 self.lag.labels(name).set(max(head - position, 0))
+        now = utc_now()
+        for progress in await worker_progress(runtime):
+            stalled = progress.stalled_for(now)
+            self.stalled.labels(progress.worker).set(stalled)
+            self.stuck.labels(progress.worker).set(1 if stalled > self.stall_after else 0)
         return generate_latest(self.registry)
 
     @contextmanager
@@ -103,3 +124,15 @@ _OUTCOMES = {
     NotFound: "not_found",
     NotCaughtUp: "not_caught_up",
 }
+
+
+async def worker_progress(runtime: Runtime) -> list[Progress]:
+    """Where every projection runner of this process stands."""
+    return [await runner.progress() for runner in runtime.runners.values()]
+
+
+async def stuck_workers(runtime: Runtime, stall_after: float) -> dict[str, float]:
+    """Workers that have left events waiting longer than ``stall_after`` seconds, with how long."""
+    now = utc_now()
+    stalled = {p.worker: p.stalled_for(now) for p in await worker_progress(runtime)}
+    return {worker: round(seconds, 1) for worker, seconds in sorted(stalled.items()) if seconds > stall_after}

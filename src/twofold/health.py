@@ -1,0 +1,45 @@
+"""Progress of background workers, for health checks: a worker that is behind is not stuck.
+
+A projection runner (and every other worker that follows the event stream) reports how far it has
+come and since when its oldest unapplied event has been waiting. It is *stuck* when work has been
+waiting longer than a limit without the worker advancing: a long backlog that moves is healthy,
+an idle worker is healthy, a frozen loop with events waiting is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = ["Progress"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a worker stands.
+
+    Attributes:
+        worker: the worker's name, e.g. the projection's.
+        position: the last position it has finished with.
+        head: the last position committed to the store when this was read.
+        last_progress: when it last finished a batch (or started).
+        waiting_since: when the oldest event it has not finished with was recorded; ``None``
+            when it has caught up.
+    """
+
+    worker: str
+    position: int
+    head: int
+    last_progress: datetime
+    waiting_since: datetime | None
+
+    @property
+    def lag(self) -> int:
+        """Events committed that the worker has not finished with."""
+        return max(self.head - self.position, 0)
+
+    def stalled_for(self, now: datetime) -> float:
+        """Seconds that work has been waiting without the worker advancing (0 when caught up)."""
+        if self.lag == 0 or self.waiting_since is None:
+            return 0.0
+        return max((now - max(self.last_progress, self.waiting_since)).total_seconds(), 0.0)
