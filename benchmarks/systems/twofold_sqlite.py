@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from benchmarks.systems.twofold import BENCH, Counter, Happened, RecordHappening, Twofold
+from benchmarks.systems.twofold import Twofold
 from twofold.store.sqlite import SQLiteEventStore
 
-__all__ = ["BENCH", "DURABILITY", "Counter", "Happened", "RecordHappening", "TwofoldSQLite"]
+__all__ = ["DURABILITY", "TwofoldSQLite"]
 
 DURABILITY: Final = "full"
 
