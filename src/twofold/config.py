@@ -2,6 +2,8 @@
 
     TWOFOLD_DATABASE_URL       the event store: sqlite:///data/shop.db (default) or postgresql://…
     TWOFOLD_READ_DATABASE_URL  the read models; defaults beside the event store
+    TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there;
+                               unset, nothing is published
     HOST, PORT                 where HTTP listens (127.0.0.1:8000)
 
 ``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
@@ -18,14 +20,14 @@ from typing import Literal
 from twofold.errors import ConfigurationError
 from twofold.readmodels import ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
-from twofold.runtime import Runtime
+from twofold.runtime import Runtime, Worker
 from twofold.service import Service
 from twofold.store import EventStore
 from twofold.store.sqlite import SQLiteEventStore
 
 __all__ = ["Role", "Settings", "runtime_for"]
 
-Role = Literal["all", "commands", "queries", "projections"]
+Role = Literal["all", "commands", "queries", "projections", "relay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class Settings:
     read_database_url: str
     host: str = "127.0.0.1"
     port: int = 8000
+    nats_url: str | None = None
 
     @classmethod
     def from_env(cls, service: Service, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -43,7 +46,10 @@ class Settings:
         port = environ.get("PORT", "8000")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigurationError(f"PORT must be a TCP port number from 1 to 65535 (got {port!r})")
-        return cls(database_url, read_url, environ.get("HOST", "127.0.0.1"), int(port))
+        nats_url = environ.get("TWOFOLD_NATS_URL") or None
+        if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
+            raise ConfigurationError(f"TWOFOLD_NATS_URL must be nats://host:port or tls://host:port (got {nats_url!r})")
+        return cls(database_url, read_url, environ.get("HOST", "127.0.0.1"), int(port), nats_url)
 
 
 def _beside(database_url: str) -> str:
@@ -95,7 +101,24 @@ def _sqlite_path(url: str, variable: str) -> str:
 
 
 def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Runtime:
-    """A runtime for one role: everything, the command API, a query replica, or the projection worker."""
-    store = open_event_store(settings.database_url) if role in ("all", "commands", "projections") else None
-    read_store = open_read_store(settings.read_database_url) if role in ("all", "queries", "projections") else None
-    return Runtime(service, store=store, read_store=read_store, project=role in ("all", "projections"))
+    """A runtime for one role: everything, the command API, a query replica, the projection worker,
+    or the relay (which keeps its checkpoint in the read store). ``all`` relays too when NATS is set."""
+    relay = settings.nats_url is not None and role in ("all", "relay")
+    if role == "relay" and not relay:
+        raise ConfigurationError("--role relay publishes to NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
+    store = open_event_store(settings.database_url) if role in ("all", "commands", "projections", "relay") else None
+    read_store = (
+        open_read_store(settings.read_database_url) if role in ("all", "queries", "projections", "relay") else None
+    )
+    workers: list[Worker] = []
+    if relay and store is not None and read_store is not None and settings.nats_url is not None:
+        workers.append(_relay(service.name, store, read_store, settings.nats_url))
+    return Runtime(service, store=store, read_store=read_store, project=role in ("all", "projections"), workers=workers)
+
+
+def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url: str) -> Worker:
+    try:
+        from twofold.broker.nats import JetStreamRelay
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
+    return JetStreamRelay(service_name, store, read_store, nats_url)

@@ -6,15 +6,17 @@
         history = await runtime.query(OrderHistory(customer_id="c-1"), min_position=placed.position)
 
 One process can play every part (the embedded mode), or only some: leave out ``store`` for a query
-replica, or pass ``project=False`` where projections run in a separate worker.
+replica, or pass ``project=False`` where projections run in a separate worker. Other long-running
+parts, such as the relay to NATS, come in as ``workers``: started with the runtime, stopped before
+its stores close.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from twofold.commands import CommandDispatcher, CommandResult
 from twofold.errors import ConfigurationError, NotFound
@@ -25,7 +27,15 @@ from twofold.readmodels import ReadStore
 from twofold.service import Service
 from twofold.store import EventStore
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "Worker"]
+
+
+class Worker(Protocol):
+    """A long-running part of a runtime (the relay, say): started with it, stopped before its stores close."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Runtime:
@@ -38,6 +48,7 @@ class Runtime:
         project: run the service's projections in this process (needs both stores).
         max_attempts: how often a command is tried when its streams keep moving on under it.
         batch_size: the most events a projection applies in one transaction.
+        workers: other long-running parts to start and stop with the runtime, in order.
     """
 
     def __init__(
@@ -49,8 +60,10 @@ class Runtime:
         project: bool = True,
         max_attempts: int = 5,
         batch_size: int = 500,
+        workers: Sequence[Worker] = (),
     ) -> None:
         self.service = service
+        self.workers = list(workers)
         self.store = store
         self.read_store = read_store
         self.runners: dict[str, ProjectionRunner] = {}
@@ -76,11 +89,15 @@ class Runtime:
                 return
             for runner in self.runners.values():
                 await runner.start()
+            for worker in self.workers:
+                await worker.start()
             self._started = True
 
     async def stop(self) -> None:
-        """Stop the projections and close both stores."""
+        """Stop the workers and the projections, and close both stores."""
         async with self._lock:
+            for worker in reversed(self.workers):
+                await worker.stop()
             for runner in self.runners.values():
                 await runner.stop()
             if self.store is not None:
