@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 try:
@@ -258,19 +257,23 @@ class JetStreamRelay:
                 subject = events_subject(self.service_name, event.category, event.type)
                 future = await js.publish_async(subject, encode(event, self.service_name), headers=headers)
                 pending.append((event, future))
-            deadline = time.monotonic() + self._ack_timeout
-            for event, future in pending:
-                self._acknowledged(event, await self._ack(future, deadline))
+            if pending:
+                await asyncio.wait([future for _, future in pending], timeout=self._ack_timeout)
+            for event, future in pending:  # in order: the first failure stops the page
+                self._acknowledged(event, self._ack(future))
         finally:
             for _, future in pending:
-                future.cancel()  # frees the client's slot for an acknowledgement that will never come
+                if not future.done():
+                    future.cancel()  # frees the client's slot for an acknowledgement that will never come
+                elif not future.cancelled():
+                    future.exception()  # seen: a failure after the first one is not "never retrieved"
         self.position = max(self.position, page[-1].position)  # past the snapshots left out, too
 
-    async def _ack(self, future: asyncio.Future[api.PubAck], deadline: float) -> api.PubAck:
+    def _ack(self, future: asyncio.Future[api.PubAck]) -> api.PubAck:
+        if not future.done():
+            raise BrokerError(f"JetStream did not acknowledge within {self._ack_timeout}s")
         try:
-            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise BrokerError(f"JetStream did not acknowledge within {self._ack_timeout}s") from None
+            return future.result()
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise _OutOfStep(f"the stream is not where this relay expected it ({exc.description})") from None

@@ -18,20 +18,24 @@ exact type and stream id.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["events_filter", "events_stream", "events_subject", "subject_token"]
 
-_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def subject_token(text: str) -> str:
     """``"a.b c"`` → ``"a%2Eb%20c"``: one valid subject token (``%`` for the empty string)."""
+    if _SAFE.fullmatch(text):
+        return text
     if not text:
         return "%"
     return "".join(ch if _SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in text)
 
 
+@functools.lru_cache(maxsize=4096)  # a service has few (category, type) pairs; the relay asks per event
 def events_subject(service: str, category: str, event_type: str) -> str:
     """The subject an event of ``event_type`` in ``category`` is published on."""
     type_tokens = ".".join(subject_token(part) for part in event_type.split("."))
