@@ -41,6 +41,23 @@ def service() -> str:
     return f"svc{next(_services)}"
 
 
+RelayFactory = Callable[..., JetStreamRelay]
+
+
+@pytest.fixture
+async def relay_of() -> AsyncIterator[RelayFactory]:
+    """Makes relays and stops every one of them after the test, however it ends."""
+    made: list[JetStreamRelay] = []
+
+    def make(*args: Any, **kwargs: Any) -> JetStreamRelay:
+        made.append(JetStreamRelay(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for relay in made:
+        await relay.stop()
+
+
 @pytest.fixture
 async def jetstream(nats_url: str) -> AsyncIterator[JetStreamContext]:
     client = await nats.connect(nats_url)
@@ -93,12 +110,12 @@ def assert_published_once_in_order(published: list[Published], events: list[Stor
 
 
 async def test_every_event_arrives_once_in_position_order_as_a_cloudevent_on_its_subject(
-    open_stores: StoreFactory, nats_url: str, jetstream: JetStreamContext, service: str
+    open_stores: StoreFactory, relay_of: RelayFactory, nats_url: str, jetstream: JetStreamContext, service: str
 ) -> None:
     store, read_store = open_stores()
     await append_events(store, 40)
     await store.append("snapshot-order-0", [NewEvent("twofold.Snapshot", {"state": {}})])  # private: not published
-    relay = JetStreamRelay(service, store, read_store, nats_url)
+    relay = relay_of(service, store, read_store, nats_url)
     await relay.start()
     try:
         await caught_up(relay)
@@ -127,11 +144,11 @@ async def test_every_event_arrives_once_in_position_order_as_a_cloudevent_on_its
 
 
 async def test_a_relay_restarted_from_its_checkpoint_publishes_nothing_twice(
-    open_stores: StoreFactory, nats_url: str, jetstream: JetStreamContext, service: str
+    open_stores: StoreFactory, relay_of: RelayFactory, nats_url: str, jetstream: JetStreamContext, service: str
 ) -> None:
     store, read_store = open_stores()
     await append_events(store, 30)
-    first = JetStreamRelay(service, store, read_store, nats_url)
+    first = relay_of(service, store, read_store, nats_url)
     await first.start()
     await caught_up(first)
     await first.stop()
@@ -140,7 +157,7 @@ async def test_a_relay_restarted_from_its_checkpoint_publishes_nothing_twice(
 
     store, read_store = open_stores()  # as a new process would
     await append_events(store, 30, prefix="cart")
-    second = JetStreamRelay(service, store, read_store, nats_url)
+    second = relay_of(service, store, read_store, nats_url)
     await second.start()
     assert second.position == 30  # from the checkpoint
     await caught_up(second)
@@ -174,11 +191,11 @@ class FailingCheckpoints:
 
 
 async def test_a_relay_that_dies_between_publishing_and_checkpointing_leaves_no_duplicate_in_the_stream(
-    open_stores: StoreFactory, nats_url: str, jetstream: JetStreamContext, service: str
+    open_stores: StoreFactory, relay_of: RelayFactory, nats_url: str, jetstream: JetStreamContext, service: str
 ) -> None:
     store, read_store = open_stores()
     await append_events(store, 50)
-    doomed = JetStreamRelay(service, store, FailingCheckpoints(read_store), nats_url)
+    doomed = relay_of(service, store, FailingCheckpoints(read_store), nats_url)
     await doomed.start()
     while doomed.failures == 0:  # noqa: ASYNC110 - it published a page, then failed to record it
         await asyncio.sleep(0.01)
@@ -187,7 +204,7 @@ async def test_a_relay_that_dies_between_publishing_and_checkpointing_leaves_no_
     assert (await jetstream.stream_info(doomed.stream)).state.messages > 0
 
     await append_events(store, 20, prefix="cart")
-    heir = JetStreamRelay(service, store, read_store, nats_url)
+    heir = relay_of(service, store, read_store, nats_url)
     await heir.start()
     await caught_up(heir)
     await heir.stop()
@@ -198,11 +215,11 @@ async def test_a_relay_that_dies_between_publishing_and_checkpointing_leaves_no_
 
 
 async def test_nats_restarted_while_relaying_loses_nothing_and_reorders_nothing(
-    open_stores: StoreFactory, tmp_path: Path, service: str, caplog: pytest.LogCaptureFixture
+    open_stores: StoreFactory, relay_of: RelayFactory, tmp_path: Path, service: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store, read_store = open_stores()
     with NatsServer(tmp_path / "nats") as server:
-        relay = JetStreamRelay(service, store, read_store, server.url, ack_timeout=1.0)
+        relay = relay_of(service, store, read_store, server.url, ack_timeout=1.0)
         await relay.start()
 
         async def write() -> None:
@@ -253,13 +270,13 @@ class RecordingCheckpoints:
 
 
 async def test_two_relays_of_one_service_never_both_advance_the_checkpoint_or_publish_an_event_twice(
-    open_stores: StoreFactory, nats_url: str, jetstream: JetStreamContext, service: str
+    open_stores: StoreFactory, relay_of: RelayFactory, nats_url: str, jetstream: JetStreamContext, service: str
 ) -> None:
     moves: list[tuple[str, int | None, int | None]] = []
     (store_a, read_a), (store_b, read_b) = open_stores(), open_stores()
     relays = [
-        JetStreamRelay(service, store_a, RecordingCheckpoints(read_a, "a", moves), nats_url, page_size=7),
-        JetStreamRelay(service, store_b, RecordingCheckpoints(read_b, "b", moves), nats_url, page_size=7),
+        relay_of(service, store_a, RecordingCheckpoints(read_a, "a", moves), nats_url, page_size=7),
+        relay_of(service, store_b, RecordingCheckpoints(read_b, "b", moves), nats_url, page_size=7),
     ]
     for relay in relays:
         await relay.start()
@@ -282,10 +299,10 @@ async def test_two_relays_of_one_service_never_both_advance_the_checkpoint_or_pu
 
 
 async def test_a_relay_that_cannot_reach_nats_reports_events_waiting_and_no_progress(
-    open_stores: StoreFactory, service: str
+    open_stores: StoreFactory, relay_of: RelayFactory, service: str
 ) -> None:
     store, read_store = open_stores()
-    relay = JetStreamRelay(service, store, read_store, f"nats://127.0.0.1:{free_port()}")  # nothing listens
+    relay = relay_of(service, store, read_store, f"nats://127.0.0.1:{free_port()}")  # nothing listens
     await relay.start()
     await append_events(store, 5)
     first = (await all_events(store))[0]

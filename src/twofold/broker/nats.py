@@ -42,10 +42,11 @@ try:
     import nats
     from nats.aio.client import Client
     from nats.js import JetStreamContext, api
-    from nats.js.errors import APIError, BadRequestError
+    from nats.js.errors import BadRequestError
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise ModuleNotFoundError("The NATS relay needs the nats extra: pip install 'twofold[nats]'") from exc
 
+from twofold.broker._publisher import Publisher, PublishRefused
 from twofold.broker.cloudevents import CONTENT_TYPE, decode, encode
 from twofold.broker.subjects import events_filter, events_stream, events_subject
 from twofold.errors import BrokerError
@@ -104,6 +105,7 @@ class JetStreamRelay:
         self._ack_timeout = ack_timeout
         self._duplicate_window = duplicate_window
         self._client: Client | None = None
+        self._publisher: Publisher | None = None
         self._stream_ready = False
         self._task: asyncio.Task[None] | None = None
         self._expected_sequence = 0  # the stream's last sequence, as far as this relay's publishes go
@@ -134,7 +136,7 @@ class JetStreamRelay:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        client, self._client = self._client, None
+        client, self._client, self._publisher = self._client, None, None
         self._stream_ready = False
         if client is not None and not client.is_closed:
             await client.close()
@@ -180,8 +182,9 @@ class JetStreamRelay:
     async def _relay(self) -> None:
         js = await self._jetstream()
         await self._synchronise(js)
+        await self._save_checkpoint()  # the stream may be ahead of it: a page another relay published
         async for page in follow_pages(self._store, self.position + 1, self._page_size):
-            await self._publish(js, page)
+            await self._publish(page)
             await self._save_checkpoint()
             self.failures, self.last_error = 0, None
             self.last_progress = utc_now()
@@ -197,6 +200,7 @@ class JetStreamRelay:
                 connect_timeout=2.0,
                 error_cb=self._on_error,
             )
+            self._publisher = Publisher(self._client)
             self._stream_ready = False
         js = self._client.jetstream(timeout=self._ack_timeout)
         if not self._stream_ready:
@@ -242,11 +246,12 @@ class JetStreamRelay:
         self._expected_sequence = last_sequence
         self.position = max(self.checkpoint, published)
 
-    async def _publish(self, js: JetStreamContext, page: Sequence[StoredEvent]) -> None:
+    async def _publish(self, page: Sequence[StoredEvent]) -> None:
         """Publish a page's new events pipelined, then take their acknowledgements in order."""
         self.head = max(self.head, page[-1].position)
         events = [e for e in page if e.position > self.position and e.type != SNAPSHOT_TYPE]
         pending: list[tuple[StoredEvent, asyncio.Future[api.PubAck]]] = []
+        assert self._publisher is not None  # made with the connection, in _jetstream
         try:
             for offset, event in enumerate(events):
                 headers = {
@@ -255,7 +260,7 @@ class JetStreamRelay:
                     "Content-Type": CONTENT_TYPE,
                 }
                 subject = events_subject(self.service_name, event.category, event.type)
-                future = await js.publish_async(subject, encode(event, self.service_name), headers=headers)
+                future = await self._publisher.publish(subject, encode(event, self.service_name), headers)
                 pending.append((event, future))
             if pending:
                 await asyncio.wait([future for _, future in pending], timeout=self._ack_timeout)
@@ -264,7 +269,7 @@ class JetStreamRelay:
         finally:
             for _, future in pending:
                 if not future.done():
-                    future.cancel()  # frees the client's slot for an acknowledgement that will never come
+                    future.cancel()  # an acknowledgement that may never come: the next try starts afresh
                 elif not future.cancelled():
                     future.exception()  # seen: a failure after the first one is not "never retrieved"
         self.position = max(self.position, page[-1].position)  # past the snapshots left out, too
@@ -274,7 +279,7 @@ class JetStreamRelay:
             raise BrokerError(f"JetStream did not acknowledge within {self._ack_timeout}s")
         try:
             return future.result()
-        except APIError as exc:
+        except PublishRefused as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise _OutOfStep(f"the stream is not where this relay expected it ({exc.description})") from None
             raise
