@@ -235,15 +235,24 @@ class JetStreamRelay:
                 ) from None
 
     async def _synchronise(self, js: JetStreamContext) -> None:
-        """Resume after the stream's last message, or after the checkpoint if that is further on."""
+        """Resume after the stream's last message, or after the checkpoint if that is further on.
+
+        The checkpoint is read *before* the stream: every position it names was in the stream
+        before it was written, so the stream read next holds it too, and the pair (last sequence,
+        position) that the next publishes count from describes one state of the stream. Read the
+        other way round, another relay could publish and checkpoint in between, and this relay
+        would number the events after the checkpoint from a sequence that is already taken by
+        one of them: a pipelined publish refused and the next one accepted would leave a gap.
+        """
+        self.checkpoint = max(self.checkpoint, await self._read_store.checkpoint(self.checkpoint_name))
         info = await js.stream_info(self.stream)
         last_sequence = info.state.last_seq
         published = 0
         if info.state.messages:
             last = await js.get_msg(self.stream, last_sequence)
             published = decode(last.data or b"").event.position
-        self.checkpoint = max(self.checkpoint, await self._read_store.checkpoint(self.checkpoint_name))
         self._expected_sequence = last_sequence
+        # Only a stream emptied or replaced behind the relay's back is behind its checkpoint.
         self.position = max(self.checkpoint, published)
 
     async def _publish(self, page: Sequence[StoredEvent]) -> None:
