@@ -20,6 +20,7 @@ from typing import Any, Protocol, Self
 
 from twofold.commands import CommandDispatcher, CommandResult
 from twofold.errors import ConfigurationError, NotFound
+from twofold.health import Progress
 from twofold.messages import Command, Envelope, Query, new_id
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
@@ -36,6 +37,10 @@ class Worker(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def progress(self) -> Progress:
+        """Where it stands, for ``/ready`` and ``/metrics`` (a stuck worker turns them red)."""
+        ...
 
 
 class Runtime:

@@ -6,7 +6,7 @@ runtime and, on the way out, drains background commands and stops it).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from twofold import Runtime, Service
 from twofold.http import create_app
 from twofold.readmodels import ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
+from twofold.runtime import Worker
 from twofold.store import EventStore, StoredEvent
 from twofold.store.sqlite import SQLiteEventStore
 
@@ -76,6 +77,7 @@ async def serve(
     max_attempts: int = 5,
     raise_app_exceptions: bool = True,
     stores: Callable[[], tuple[EventStore, ReadStore]] | None = None,
+    workers: Sequence[Worker] = (),
     **app_options: Any,
 ) -> AsyncIterator[Api]:
     """Run ``service`` on ``stores`` (fresh SQLite files under ``tmp_path`` by default); yield a client."""
@@ -85,7 +87,13 @@ async def serve(
         store, read_store = SQLiteEventStore(tmp_path / "events.db"), SQLiteReadStore(tmp_path / "read.db")
     if not read_models:
         await read_store.close()
-    runtime = Runtime(service, store=store, read_store=read_store if read_models else None, max_attempts=max_attempts)
+    runtime = Runtime(
+        service,
+        store=store,
+        read_store=read_store if read_models else None,
+        max_attempts=max_attempts,
+        workers=workers,
+    )
     app_options.setdefault("query_timeout", QUERY_TIMEOUT)
     app = create_app(runtime, **app_options)
     transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions)

@@ -127,8 +127,10 @@ _OUTCOMES = {
 
 
 async def worker_progress(runtime: Runtime) -> list[Progress]:
-    """Where every projection runner of this process stands."""
-    return [await runner.progress() for runner in runtime.runners.values()]
+    """Where every projection runner and every other worker (the relay) of this process stands."""
+    return [await runner.progress() for runner in runtime.runners.values()] + [
+        await worker.progress() for worker in runtime.workers
+    ]
 
 
 async def stuck_workers(runtime: Runtime, stall_after: float) -> dict[str, float]:
