@@ -15,6 +15,7 @@ its own (created on first use). Nothing is mocked: this is the same server as in
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import functools
@@ -32,10 +33,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 __all__ = ["NatsServer", "PostgresServer", "free_port"]
 
@@ -61,29 +63,21 @@ def _binaries() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-class PostgresServer:
-    """One PostgreSQL cluster, started and stopped by this process.
-
-    Args:
-        directory: where the cluster lives; a new temporary folder (removed on stop) when left out.
-        port: the TCP port on 127.0.0.1; a free one when left out.
-        settings: extra server settings, as ``-c name=value``.
+class _Server(abc.ABC):
+    """What both servers share: a folder (temporary, and removed on close, unless given), one
+    process started from the launcher thread and stopped by its pid, and a log to show when
+    starting fails. Subclasses say how to stop cleanly (``STOP``) and as in a crash (``CRASH``).
     """
 
-    def __init__(
-        self, directory: Path | None = None, *, port: int | None = None, settings: dict[str, str] | None = None
-    ) -> None:
-        self._owns_directory = directory is None
-        # Absolute: the server changes into its data folder, and its socket lock lives here.
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="twofold-pg-")).resolve()
-        self.port = port or free_port()
-        self.settings = {"max_connections": "200", "listen_addresses": "127.0.0.1", **(settings or {})}
-        self._process: subprocess.Popen[bytes] | None = None
-        self._user = _server_user()
+    name: ClassVar[str]
+    STOP: ClassVar[signal.Signals]
+    CRASH: ClassVar[signal.Signals]
 
-    @property
-    def data(self) -> Path:
-        return self.directory / "data"
+    def __init__(self, directory: Path | None, prefix: str) -> None:
+        self._owns_directory = directory is None
+        # Absolute: a server may change into its folder, and PostgreSQL's socket lock lives there.
+        self.directory = Path(directory or tempfile.mkdtemp(prefix=prefix)).resolve()
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def log(self) -> Path:
@@ -93,12 +87,104 @@ class PostgresServer:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Prepare the server's folder, start it, and wait until it accepts connections."""
+
+    def stop(self, *, fast: bool = True) -> None:
+        """Stop the server by its pid: a clean shutdown, or one as in a crash with ``fast=False``."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.send_signal(self.STOP if fast else self.CRASH)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, *, fast: bool = True) -> None:
+        """Stop and start again on the same ports and folder: what the server stored survives."""
+        self.stop(fast=fast)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its folder if this object made it."""
+        self.stop()
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _launch(self, command: list[str], before_exec: Callable[[], None]) -> None:
+        with self.log.open("ab") as log:
+            # Launched from one long-lived thread: Linux sends the death signal when the *thread*
+            # that started the server ends, and a caller's thread (say, asyncio.to_thread's) may end soon.
+            self._process = _launcher.submit(
+                subprocess.Popen,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=before_exec,
+            ).result()
+
+    def _wait_until(self, ready: Callable[[], bool], where: str) -> None:
+        """Poll ``ready`` until it says yes; fail loudly, with the log, if the server dies or is too slow."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready():
+            if not self._running() or time.monotonic() > deadline:
+                self.stop(fast=False)
+                raise RuntimeError(f"{self.name} did not start on {where}; its log:\n{self._log_tail()}")
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-4000:]
+        return "(no log)"
+
+
+class PostgresServer(_Server):
+    """One PostgreSQL cluster, started and stopped by this process.
+
+    Args:
+        directory: where the cluster lives; a new temporary folder (removed on stop) when left out.
+        port: the TCP port on 127.0.0.1; a free one when left out.
+        settings: extra server settings, as ``-c name=value``.
+    """
+
+    name = "PostgreSQL"
+    STOP = signal.SIGINT  # a fast shutdown
+    CRASH = signal.SIGQUIT  # an immediate shutdown, as in a crash: recovery on the next start
+
+    def __init__(
+        self, directory: Path | None = None, *, port: int | None = None, settings: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(directory, "twofold-pg-")
+        self.port = port or free_port()
+        self.settings = {"max_connections": "200", "listen_addresses": "127.0.0.1", **(settings or {})}
+        self._user = _server_user()
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
         """Create the cluster if it is new, start the server, and wait until it accepts connections."""
-        if self._process is not None and self._process.poll() is None:
+        if self._running():
             return
         self._prepare_directory()
         if not (self.data / "PG_VERSION").exists():
@@ -116,49 +202,9 @@ class PostgresServer:
                 ]
             )
         options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
-        with self.log.open("ab") as log:
-            # Launched from one long-lived thread: Linux sends the death signal when the *thread*
-            # that started the server ends, and a caller's thread (say, asyncio.to_thread's) may end soon.
-            self._process = _launcher.submit(
-                subprocess.Popen,
-                [
-                    str(_binaries() / "postgres"),
-                    "-D",
-                    str(self.data),
-                    "-p",
-                    str(self.port),
-                    "-k",
-                    str(self.directory),
-                    *options,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=functools.partial(_become_server, self._user),
-            ).result()
+        command = [str(_binaries() / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.directory)]
+        self._launch([*command, *options], functools.partial(_become_server, self._user))
         self._wait_until_ready()
-
-    def stop(self, *, fast: bool = True) -> None:
-        """Stop the server by its pid: a fast shutdown, or an immediate one (like a crash) with ``fast=False``."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGINT if fast else signal.SIGQUIT)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def restart(self, *, fast: bool = True) -> None:
-        self.stop(fast=fast)
-        self.start()
-
-    def close(self) -> None:
-        """Stop the server and remove its folder if this object made it."""
-        self.stop()
-        if self._owns_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
     def create_database(self, name: str, *, exist_ok: bool = False) -> str:
         """Create database ``name`` (letters, digits, underscores) and return its URL."""
@@ -189,34 +235,9 @@ class PostgresServer:
         )
         return found.stdout.strip() == "1"
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            ready = subprocess.run(
-                [str(_binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
-                check=False,
-            )
-            if ready.returncode == 0:
-                return
-            assert self._process is not None
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop(fast=False)
-                raise RuntimeError(f"PostgreSQL did not start on port {self.port}; its log:\n{self._log_tail()}")
-            time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-4000:]
-        return "(no log)"
+        command = [str(_binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        self._wait_until(lambda: subprocess.run(command, check=False).returncode == 0, f"port {self.port}")
 
     def _prepare_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -236,7 +257,7 @@ class PostgresServer:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr or result.stdout}")
 
 
-class NatsServer:
+class NatsServer(_Server):
     """One nats-server with JetStream, started and stopped by this process.
 
     Args:
@@ -249,15 +270,17 @@ class NatsServer:
             the last acknowledged messages).
     """
 
+    name = "nats-server"
+    STOP = signal.SIGTERM
+    CRASH = signal.SIGKILL
+
     def __init__(
         self, directory: Path | None = None, *, port: int | None = None, sync_interval: str = "always"
     ) -> None:
-        self._owns_directory = directory is None
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="twofold-nats-")).resolve()
+        super().__init__(directory, "twofold-nats-")
         self.port = port or free_port()
         self.monitor_port = free_port()  # /healthz, to know when JetStream is ready
         self.sync_interval = sync_interval
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -271,63 +294,15 @@ class NatsServer:
     def config(self) -> Path:
         return self.directory / "nats.conf"
 
-    @property
-    def log(self) -> Path:
-        return self.directory / "server.log"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def start(self) -> None:
         """Write the configuration, start the server, and wait until JetStream answers healthy."""
-        if self._process is not None and self._process.poll() is None:
+        if self._running():
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self._configuration())
-        with self.log.open("ab") as log:
-            # From the long-lived launcher thread, for the same reason as PostgreSQL's.
-            self._process = _launcher.submit(
-                subprocess.Popen,
-                [str(_nats_binary()), "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=functools.partial(_die_with_parent, signal.SIGTERM),
-            ).result()
+        command = [str(_nats_binary()), "--config", str(self.config)]
+        self._launch(command, functools.partial(_die_with_parent, signal.SIGTERM))
         self._wait_until_ready()
-
-    def stop(self, *, fast: bool = True) -> None:
-        """Stop the server by its pid: a clean shutdown, or SIGKILL (like a crash) with ``fast=False``."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM if fast else signal.SIGKILL)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def restart(self, *, fast: bool = True) -> None:
-        """Stop and start again on the same ports and store: streams and their messages survive."""
-        self.stop(fast=fast)
-        self.start()
-
-    def close(self) -> None:
-        """Stop the server and remove its folder if this object made it."""
-        self.stop()
-        if self._owns_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _configuration(self) -> str:
         # JSON strings are valid in NATS's configuration syntax, and quote any path safely.
@@ -343,21 +318,13 @@ class NatsServer:
     def _wait_until_ready(self) -> None:
         # Plain /healthz also waits for JetStream to have recovered its streams after a restart.
         health = f"http://127.0.0.1:{self.monitor_port}/healthz"
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(health, timeout=1.0) as ok:
-                if ok.status == 200:
-                    return
-            assert self._process is not None
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop(fast=False)
-                raise RuntimeError(f"nats-server did not start on port {self.port}; its log:\n{self._log_tail()}")
-            time.sleep(0.05)
 
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-4000:]
-        return "(no log)"
+        def healthy() -> bool:
+            with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(health, timeout=1.0) as ok:
+                return bool(ok.status == 200)
+            return False
+
+        self._wait_until(healthy, f"port {self.port}")
 
 
 def _nats_binary() -> Path:
