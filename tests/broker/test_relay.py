@@ -168,8 +168,8 @@ async def test_a_relay_restarted_from_its_checkpoint_publishes_nothing_twice(
     await read_store.close()
 
 
-class FailingCheckpoints:
-    """A read store whose checkpoint writes fail, as a relay killed right after publishing would leave it."""
+class WrappedReadStore:
+    """A real read store behind a wrapper whose checkpoint writes a test can change."""
 
     def __init__(self, inner: ReadStore) -> None:
         self.inner = inner
@@ -178,7 +178,7 @@ class FailingCheckpoints:
     async def transact(
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
     ) -> None:
-        raise StoreError("simulated crash before the checkpoint commits")
+        await self.inner.transact(name, work, expected=expected, position=position)
 
     async def read(self, work: Callable[[Database], Any]) -> Any:
         return await self.inner.read(work)
@@ -188,6 +188,15 @@ class FailingCheckpoints:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class FailingCheckpoints(WrappedReadStore):
+    """A read store whose checkpoint writes fail, as a relay killed right after publishing would leave it."""
+
+    async def transact(
+        self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
+    ) -> None:
+        raise StoreError("simulated crash before the checkpoint commits")
 
 
 async def test_a_relay_that_dies_between_publishing_and_checkpointing_leaves_no_duplicate_in_the_stream(
@@ -246,27 +255,18 @@ async def test_nats_restarted_while_relaying_loses_nothing_and_reorders_nothing(
     await read_store.close()
 
 
-class RecordingCheckpoints:
+class RecordingCheckpoints(WrappedReadStore):
     """A read store that records every checkpoint move that commits, and which relay made it."""
 
     def __init__(self, inner: ReadStore, who: str, moves: list[tuple[str, int | None, int | None]]) -> None:
-        self.inner, self.who, self.moves = inner, who, moves
-        self.dialect = inner.dialect
+        super().__init__(inner)
+        self.who, self.moves = who, moves
 
     async def transact(
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
     ) -> None:
         await self.inner.transact(name, work, expected=expected, position=position)
         self.moves.append((self.who, expected, position))
-
-    async def read(self, work: Callable[[Database], Any]) -> Any:
-        return await self.inner.read(work)
-
-    async def checkpoint(self, name: str) -> int:
-        return await self.inner.checkpoint(name)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def test_relays_side_by_side_never_both_advance_the_checkpoint_nor_leave_a_gap_or_a_duplicate(
