@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from twofold.bus import CommandSender
 from twofold.commands import CommandDispatcher, CommandResult
 from twofold.errors import ConfigurationError, NotFound
 from twofold.health import Progress
@@ -54,6 +55,7 @@ class Runtime:
         max_attempts: how often a command is tried when its streams keep moving on under it.
         batch_size: the most events a projection applies in one transaction.
         workers: other long-running parts to start and stop with the runtime, in order.
+        bus: carries the commands this service's sagas send to other services.
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class Runtime:
         max_attempts: int = 5,
         batch_size: int = 500,
         workers: Sequence[Worker] = (),
+        bus: CommandSender | None = None,
     ) -> None:
         self.service = service
+        self.bus = bus
         self.workers = list(workers)
         self.store = store
         self.read_store = read_store

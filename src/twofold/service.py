@@ -21,6 +21,8 @@ from twofold.errors import ConfigurationError
 from twofold.messages import Command, EventTypes, Query, Upcaster
 from twofold.projections import Projection
 from twofold.queries import QueryHandler
+from twofold.sagas import Saga
+from twofold.subscriptions import Subscription
 
 __all__ = ["Service"]
 
@@ -35,6 +37,8 @@ class Service:
         projections: the read models this service keeps.
         upcasters: one per step that brings an event's stored data from one schema version to the
             next, used wherever events are read (aggregates and projections alike).
+        subscriptions: the streams this service imports from other services' events.
+        sagas: the process managers this service runs.
         description: shown at the top of the service's OpenAPI document.
     """
 
@@ -46,6 +50,8 @@ class Service:
         queries: Mapping[type[Query], QueryHandler] | None = None,
         projections: Sequence[Projection] = (),
         upcasters: Sequence[Upcaster] = (),
+        subscriptions: Sequence[Subscription] = (),
+        sagas: Sequence[type[Saga]] = (),
         description: str = "",
     ) -> None:
         self.name = name
@@ -53,6 +59,8 @@ class Service:
         self.queries = dict(queries or {})
         self.projections = tuple(projections)
         self.upcasters = tuple(upcasters)
+        self.subscriptions = tuple(subscriptions)
+        self.sagas = tuple(sagas)
         self.description = description
         self._check()
 
@@ -60,6 +68,8 @@ class Service:
         _unique("command", [c.type_name for c in self.commands])
         _unique("query", [q.type_name for q in self.queries])
         _unique("projection", [p.name for p in self.projections])
+        _unique("saga", [s.name for s in self.sagas])
+        _unique("subscription source", [s.source for s in self.subscriptions])
         for cls in self.commands:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"Service {self.name}: commands keys must be Command classes, got {cls!r}")

@@ -10,7 +10,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "src" / "twofold"
-CORE = ["errors", "messages", "aggregate", "commands", "projections", "queries", "service", "runtime", "health"]
+CORE = [
+    "errors",
+    "messages",
+    "aggregate",
+    "commands",
+    "projections",
+    "queries",
+    "sagas",
+    "subscriptions",
+    "bus",
+    "service",
+    "runtime",
+    "health",
+]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
     "twofold.errors",
@@ -19,6 +32,9 @@ CORE_MAY_IMPORT = {
     "twofold.commands",
     "twofold.projections",
     "twofold.queries",
+    "twofold.sagas",
+    "twofold.subscriptions",
+    "twofold.bus",
     "twofold.service",
     "twofold.runtime",
     "twofold.health",
