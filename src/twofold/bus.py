@@ -16,9 +16,9 @@ should record a refusal as an event (``StockShortage``) rather than only raise.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from twofold.errors import ConfigurationError, TwofoldError
+from twofold.errors import ConfigurationError
 from twofold.messages import Command, Envelope
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ class CommandSender(Protocol):
 class InProcessBus:
     """Commands between runtimes in one process: sending one is handling it, at once.
 
-    A refusal (a :class:`~twofold.errors.TwofoldError` the handler raises) is logged and ends
-    there, as it would on a broker: the sender learns outcomes from events.
+    The receiving runtime checks the command against its own class, as it would a message from a
+    broker; a refusal is logged and ends there: the sender learns outcomes from events.
     """
 
     def __init__(self) -> None:
@@ -60,14 +60,4 @@ class InProcessBus:
         if runtime is None:
             known = ", ".join(sorted(self._runtimes)) or "none"
             raise ConfigurationError(f"No service named {service!r} runs in this process (known: {known})")
-        fields: dict[str, Any] = {
-            "command_id": envelope.message_id,
-            "correlation_id": envelope.correlation_id,
-            "causation_id": envelope.causation_id,
-            "principal": envelope.principal,
-            "tenant": envelope.tenant,
-        }
-        try:
-            await runtime.execute(envelope.message, **fields)
-        except TwofoldError as exc:
-            log.warning("%s refused %s %s: %s", service, envelope.type_name, envelope.message_id, exc)
+        await runtime.receive(envelope)

@@ -14,22 +14,26 @@ its stores close.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from twofold.bus import CommandSender
 from twofold.commands import CommandDispatcher, CommandResult
-from twofold.errors import ConfigurationError, NotFound
+from twofold.errors import ConfigurationError, DomainError, InvalidMessage, NotFound
 from twofold.health import Progress
-from twofold.messages import Command, Envelope, Query, new_id
+from twofold.messages import Command, Envelope, Query, new_id, parse
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
 from twofold.readmodels import ReadStore
+from twofold.saga_runner import SagaRunner
 from twofold.service import Service
 from twofold.store import EventStore
 
 __all__ = ["Runtime", "Worker"]
+
+log = logging.getLogger("twofold.runtime")
 
 
 class Worker(Protocol):
@@ -76,10 +80,15 @@ class Runtime:
         self.store = store
         self.read_store = read_store
         self.runners: dict[str, ProjectionRunner] = {}
+        self.sagas: dict[str, SagaRunner] = {}
         if project and store is not None and read_store is not None:
             self.runners = {
                 p.name: ProjectionRunner(p, store, read_store, batch_size=batch_size, upcasters=service.upcasters)
                 for p in service.projections
+            }
+            self.sagas = {
+                s.name: SagaRunner(s, store, read_store, self.send, batch_size=batch_size, upcasters=service.upcasters)
+                for s in service.sagas
             }
         self._commands = (
             CommandDispatcher(store, service.commands, max_attempts=max_attempts, upcasters=service.upcasters)
@@ -98,6 +107,8 @@ class Runtime:
                 return
             for runner in self.runners.values():
                 await runner.start()
+            for saga in self.sagas.values():
+                await saga.start()
             for worker in self.workers:
                 await worker.start()
             self._started = True
@@ -107,6 +118,8 @@ class Runtime:
         async with self._lock:
             for worker in reversed(self.workers):
                 await worker.stop()
+            for saga in self.sagas.values():
+                await saga.stop()
             for runner in self.runners.values():
                 await runner.stop()
             if self.store is not None:
@@ -148,6 +161,37 @@ class Runtime:
         # An id made here was never recorded: the dispatcher need not look it up first.
         return await self._commands.dispatch(envelope, new_id=not command_id)
 
+    async def send(self, service: str | None, envelope: Envelope[Command]) -> None:
+        """Deliver a command a saga sent: to this service (``None`` or its own name), or over the bus."""
+        if service is not None and service != self.service.name:
+            if self.bus is None:
+                raise ConfigurationError(
+                    f"A saga of {self.service.name} sends {envelope.type_name} to {service}, but this runtime has"
+                    " no bus: give Runtime(bus=...)"
+                )
+            await self.bus.send(service, envelope)
+            return
+        await self.receive(envelope)
+
+    async def receive(self, envelope: Envelope[Command]) -> None:
+        """Handle a command another part sent, as a broker would deliver it: checked against this
+        service's own class, applied once per id, a refusal logged (the sender learns from events)."""
+        command_type = self.service.command_type(envelope.type_name)
+        try:
+            if command_type is None:
+                raise NotFound(f"{self.service.name} has no command {envelope.type_name}")
+            command = parse(command_type, envelope.message.model_dump(mode="json"))
+            await self.execute(
+                command,
+                command_id=envelope.message_id,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                principal=envelope.principal,
+                tenant=envelope.tenant,
+            )
+        except (DomainError, InvalidMessage, NotFound) as exc:
+            log.warning("%s refused %s %s: %s", self.service.name, envelope.type_name, envelope.message_id, exc)
+
     async def query(self, query: Query, *, min_position: int | None = None, timeout: float = 5.0) -> Any:
         """Answer ``query``, first waiting up to ``timeout`` s for ``min_position`` when given."""
         if self._queries is None:
@@ -161,9 +205,19 @@ class Runtime:
         return {p.name: await self.read_store.checkpoint(p.name) for p in self.service.projections}
 
     async def catch_up(self) -> None:
-        """Bring every projection up to the current head of the store, then return."""
-        for runner in self.runners.values():
-            await runner.catch_up()
+        """Bring every projection and saga up to the current head of the store, then return.
+
+        Sagas may append reactions and send commands that append more events, so this goes round
+        until the head stays still.
+        """
+        while True:
+            head = await self.store.head_position() if self.store is not None else 0
+            for runner in self.runners.values():
+                await runner.catch_up()
+            for saga in self.sagas.values():
+                await saga.catch_up()
+            if self.store is None or await self.store.head_position() == head:
+                return
 
     async def rebuild(self, name: str) -> None:
         """Drop a projection's read model and rebuild it from the first event, while queries go on."""
