@@ -110,6 +110,9 @@ class SagaRunner:
         self._types = EventTypes(saga.event_types(), upcasters)
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        # One page or one round of deadlines at a time, whether the runner's task or catch_up does
+        # it: when catch_up returns, no reaction of this runner is half done, its sends included.
+        self._busy = asyncio.Lock()
         self.position = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -155,6 +158,10 @@ class SagaRunner:
 
     async def apply_page(self, page: Sequence[StoredEvent]) -> None:
         """React to the page's events in order, then commit the checkpoint and the tables at once."""
+        async with self._busy:
+            await self._apply_page(page)
+
+    async def _apply_page(self, page: Sequence[StoredEvent]) -> None:
         page = [e for e in page if e.position > self.position]
         if not page:
             return
@@ -178,7 +185,10 @@ class SagaRunner:
 
     async def fire_due(self, now: datetime | None = None) -> datetime | None:
         """Fire every deadline due by ``now``; return when the next one falls due (``None``: none pending)."""
-        now = now or self._clock()
+        async with self._busy:
+            return await self._fire_due(now or self._clock())
+
+    async def _fire_due(self, now: datetime) -> datetime | None:
         while True:
             due = await self._read_store.read(_due(self.saga.name, now, DUE_PAGE))
             for row in due:
@@ -395,3 +405,63 @@ def _format_time(at: datetime) -> str:
 
 def _parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+
+
+async def saga_instances(
+    read_store: ReadStore, saga: str, *, status: str | None = None, after: str = "", limit: int = 100
+) -> list[dict[str, Any]]:
+    """Instances of ``saga`` in key order, from the read store: a page after key ``after``."""
+
+    def read(db: Database) -> list[dict[str, Any]]:
+        sql = "SELECT instance, version, status, state, updated_at FROM twofold_sagas WHERE saga = ? AND instance > ?"
+        params: list[Any] = [saga, after]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        rows = db.fetch_all(sql + " ORDER BY instance LIMIT ?", [*params, limit])
+        deadlines = _deadlines_of(db, saga, [r["instance"] for r in rows])
+        return [_instance_json(row, deadlines.get(row["instance"], {})) for row in rows]
+
+    return await read_store.read(read)
+
+
+async def saga_instance(read_store: ReadStore, saga: str, instance: str) -> dict[str, Any] | None:
+    """One instance of ``saga`` with its pending deadlines, from the read store (``None``: unknown)."""
+
+    def read(db: Database) -> dict[str, Any] | None:
+        row = db.fetch_one(
+            "SELECT instance, version, status, state, updated_at FROM twofold_sagas WHERE saga = ? AND instance = ?",
+            (saga, instance),
+        )
+        return None if row is None else _instance_json(row, _deadlines_of(db, saga, [instance]).get(instance, {}))
+
+    return await read_store.read(read)
+
+
+def _deadlines_of(db: Database, saga: str, instances: list[str]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    if not instances:
+        return found
+    marks = ", ".join("?" for _ in instances)
+    for row in db.fetch_all(
+        f"SELECT instance, name, due_at FROM twofold_saga_deadlines WHERE saga = ? AND instance IN ({marks})",
+        [saga, *instances],
+    ):
+        found.setdefault(row["instance"], {})[row["name"]] = row["due_at"]
+    return found
+
+
+def _instance_json(row: dict[str, Any], deadlines: dict[str, str]) -> dict[str, Any]:
+    return {
+        "instance": row["instance"],
+        "version": row["version"],
+        "status": row["status"],
+        "state": json.loads(row["state"]),
+        "deadlines": deadlines,
+        "updated_at": row["updated_at"],
+    }
+
+
+async def ensure_saga_tables(read_store: ReadStore) -> None:
+    """Create the tables that list instances and deadlines, if no runner has yet (a query replica)."""
+    await read_store.transact("saga tables", _setup)

@@ -78,7 +78,7 @@ async def test_ready_is_503_naming_a_projection_runner_that_stopped(stocked: Api
 
     body = assert_problem(response, 503, "not-ready")
     assert body["title"] == "Not ready"
-    assert body["detail"] == "A projection is stopped, failing, or stuck with events waiting"
+    assert body["detail"] == "A projection or saga is stopped, failing, or stuck with events waiting"
     assert body["stopped"] == ["shop.orders"]
     assert body["failing"] == {}
     assert body["head"] == await stocked.head()

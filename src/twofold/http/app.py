@@ -22,8 +22,11 @@ from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
 from twofold.http.problems import install, problem
 from twofold.http.queries import query_router
+from twofold.http.sagas import saga_router
 from twofold.messages import Command
+from twofold.projections import ProjectionRunner
 from twofold.runtime import Runtime
+from twofold.saga_runner import SagaRunner
 
 __all__ = ["create_app"]
 
@@ -76,6 +79,8 @@ def create_app(
         app.include_router(command_router(runtime, background, metrics))
     if queries and runtime.read_store is not None:
         app.include_router(query_router(runtime, query_timeout, metrics))
+        if service.sagas:
+            app.include_router(saga_router(runtime, runtime.read_store))
 
     @app.get("/health", tags=["operations"], summary="The process is up")
     async def health() -> dict[str, str]:
@@ -83,8 +88,9 @@ def create_app(
 
     @app.get("/ready", tags=["operations"], summary="The stores answer and the projections run and advance")
     async def ready() -> Any:
-        stopped = sorted(name for name, runner in runtime.runners.items() if not runner.running)
-        failing = {name: r.last_error for name, r in runtime.runners.items() if r.last_error is not None}
+        runners: list[ProjectionRunner | SagaRunner] = [*runtime.runners.values(), *runtime.sagas.values()]
+        stopped = sorted(runner.name for runner in runners if not runner.running)
+        failing = {r.name: r.last_error for r in runners if r.last_error is not None}
         stuck = await stuck_workers(runtime, stall_after)
         positions = dict(await runtime.positions())
         head = await runtime.store.head_position() if runtime.store is not None else None
@@ -93,7 +99,7 @@ def create_app(
             return problem(
                 503,
                 "Not ready",
-                "A projection is stopped, failing, or stuck with events waiting",
+                "A projection or saga is stopped, failing, or stuck with events waiting",
                 "not-ready",
                 stopped=stopped,
                 failing=failing,

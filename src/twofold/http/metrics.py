@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from twofold.errors import ConcurrencyError, DomainError, InvalidMessage, NotCaughtUp, NotFound
 from twofold.health import Progress
 from twofold.messages import utc_now
-from twofold.runtime import Runtime
+from twofold.runtime import Runtime, Worker
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_STALL_AFTER = 30.0  # seconds with events waiting and no progress before a worker counts as stuck
@@ -127,10 +127,9 @@ _OUTCOMES = {
 
 
 async def worker_progress(runtime: Runtime) -> list[Progress]:
-    """Where every projection runner and every other worker (the relay) of this process stands."""
-    return [await runner.progress() for runner in runtime.runners.values()] + [
-        await worker.progress() for worker in runtime.workers
-    ]
+    """Where every projection runner, saga runner and other worker (the relay) of this process stands."""
+    runners: list[Worker] = [*runtime.runners.values(), *runtime.sagas.values(), *runtime.workers]
+    return [await runner.progress() for runner in runners]
 
 
 async def stuck_workers(runtime: Runtime, stall_after: float) -> dict[str, float]:
