@@ -1,6 +1,6 @@
 """twofold: CQRS and event sourcing for Python services.
 
-    from twofold import Aggregate, Command, DomainError, Event, Projection, Query, Service, UnitOfWork
+    from twofold import Aggregate, Command, DomainError, Event, Projection, Query, Saga, Service, UnitOfWork
 
 The names here are the public API; backends live in ``twofold.store.sqlite``,
 ``twofold.readmodels.sqlite`` and friends, the HTTP apps in ``twofold.http``.
@@ -24,12 +24,16 @@ from twofold.messages import Command, Envelope, Event, Query, Upcaster
 from twofold.projections import Projection
 from twofold.readmodels import Database
 from twofold.runtime import Runtime
+from twofold.sagas import Actions, Saga, Timeout
 from twofold.service import Service
+from twofold.subscriptions import Subscription
+from twofold.system import System
 from twofold.store import ANY, NO_STREAM, EventStore, NewEvent, StoredEvent
 
 __all__ = [
     "ANY",
     "NO_STREAM",
+    "Actions",
     "Aggregate",
     "BrokerError",
     "Command",
@@ -49,9 +53,13 @@ __all__ = [
     "Projection",
     "Query",
     "Runtime",
+    "Saga",
     "Service",
     "StoreError",
     "StoredEvent",
+    "Subscription",
+    "System",
+    "Timeout",
     "TwofoldError",
     "UnitOfWork",
     "Upcaster",

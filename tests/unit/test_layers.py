@@ -22,6 +22,7 @@ CORE = [
     "subscriptions",
     "bus",
     "service",
+    "system",
     "runtime",
     "health",
 ]
@@ -38,6 +39,7 @@ CORE_MAY_IMPORT = {
     "twofold.subscriptions",
     "twofold.bus",
     "twofold.service",
+    "twofold.system",
     "twofold.runtime",
     "twofold.health",
     "twofold.store",
