@@ -26,9 +26,9 @@ from twofold.readmodels import Database
 from twofold.runtime import Runtime
 from twofold.sagas import Actions, Saga, Timeout
 from twofold.service import Service
+from twofold.store import ANY, NO_STREAM, EventStore, NewEvent, StoredEvent
 from twofold.subscriptions import Subscription
 from twofold.system import System
-from twofold.store import ANY, NO_STREAM, EventStore, NewEvent, StoredEvent
 
 __all__ = [
     "ANY",

@@ -1,0 +1,62 @@
+"""A whole system in one process: the embedded mode of ``make run``.
+
+    runtimes = embedded_runtimes(shop)          # catalog, inventory, orders, payments
+    app = gateway_in_process(shop, runtimes)    # one API in front of them all
+
+Every service keeps its own stores, exactly as it would in cluster mode — by default SQLite
+files ``data/<service>.db`` and ``data/<service>-read.db`` — so that nothing couples services but
+messages. Commands a saga sends to another service travel on an :class:`~twofold.bus.InProcessBus`;
+the events a service subscribes to are imported by an
+:class:`~twofold.broker.inprocess.InProcessFeed` straight from the source service's store.
+
+Each service's stores may be set apart with ``TWOFOLD_<SERVICE>_DATABASE_URL`` and
+``TWOFOLD_<SERVICE>_READ_DATABASE_URL`` (``TWOFOLD_ORDERS_DATABASE_URL=postgresql://…/orders``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from twofold.broker.inprocess import InProcessFeed
+from twofold.bus import InProcessBus
+from twofold.config import Settings, open_event_store, open_read_store
+from twofold.readmodels import ReadStore
+from twofold.runtime import Runtime, Worker
+from twofold.store import EventStore
+from twofold.system import System
+
+__all__ = ["embedded_runtimes", "service_environ"]
+
+
+def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
+    """The environment one service of a system sees: its own ``TWOFOLD_<SERVICE>_…`` URLs, or its defaults.
+
+    The system-wide ``TWOFOLD_DATABASE_URL`` is not used: services of one system never share a database.
+    """
+    prefix = f"TWOFOLD_{service.upper().replace('-', '_')}_"
+    own = dict(environ)
+    own.pop("TWOFOLD_DATABASE_URL", None)
+    own.pop("TWOFOLD_READ_DATABASE_URL", None)
+    for name in ("DATABASE_URL", "READ_DATABASE_URL"):
+        if environ.get(prefix + name):
+            own["TWOFOLD_" + name] = environ[prefix + name]
+    return own
+
+
+def embedded_runtimes(system: System, environ: Mapping[str, str] = os.environ) -> dict[str, Runtime]:
+    """A runtime per service, wired together in this process, not yet started."""
+    stores: dict[str, tuple[EventStore, ReadStore]] = {}
+    for service in system.services:
+        settings = Settings.from_env(service, service_environ(environ, service.name))
+        stores[service.name] = (open_event_store(settings.database_url), open_read_store(settings.read_database_url))
+    bus = InProcessBus()
+    runtimes: dict[str, Runtime] = {}
+    for service in system.services:
+        store, read_store = stores[service.name]
+        feeds: list[Worker] = [
+            InProcessFeed(stores[s.source][0], s.source, service, store, read_store, s) for s in service.subscriptions
+        ]
+        runtimes[service.name] = Runtime(service, store=store, read_store=read_store, workers=feeds, bus=bus)
+        bus.register(runtimes[service.name])
+    return runtimes

@@ -1,0 +1,252 @@
+"""One API in front of a system's services: each request goes to the service that owns it.
+
+    POST /commands/{Type}            → the service whose command it is
+    GET  /commands/{command_id}      → each service in turn, until one knows the id
+    GET  /queries/{Type}             → the service whose query it is (replicas taken in turn)
+    GET  /sagas/{name}[/{instance}]  → the service that runs the saga
+    ANY  /services/{service}/{path}  → that service, as is (dead letters, its own /metrics…)
+    GET  /health, /ready, /metrics, /openapi.json: the gateway's, from every service's
+
+Embedded, the services' apps run in the gateway's process and requests reach them through
+httpx's ASGI transport, with no socket; in cluster mode they reach each service's processes over
+HTTP. A client cannot tell the two apart, so the same client and the same README tour work
+against ``make run`` and ``make run-cluster``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from twofold.errors import NotFound
+from twofold.http.app import create_app
+from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
+from twofold.http.metrics import CONTENT_TYPE
+from twofold.http.problems import install, problem
+from twofold.runtime import Runtime
+from twofold.system import System
+
+__all__ = ["Upstream", "create_gateway", "gateway_in_process"]
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+TIMEOUT = httpx.Timeout(30.0, connect=2.0)  # above the longest read-your-writes wait a query may ask for
+
+
+@dataclass
+class Upstream:
+    """How the gateway reaches one service: its command API and its query API replicas."""
+
+    commands: httpx.AsyncClient
+    queries: Sequence[httpx.AsyncClient]
+    apps: Sequence[FastAPI] = ()  # in-process apps whose lifespans the gateway runs
+    _turn: Iterator[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._turn = itertools.cycle(range(len(self.queries)))
+
+    def query_client(self) -> httpx.AsyncClient:
+        """The next query replica, in turn."""
+        return self.queries[next(self._turn)]
+
+    @classmethod
+    def in_process(cls, app: FastAPI) -> Upstream:
+        """A service whose app serves both APIs in this process."""
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service", timeout=TIMEOUT)
+        return cls(client, [client], [app])
+
+    @classmethod
+    def over_http(cls, commands_url: str, query_urls: Sequence[str]) -> Upstream:
+        """A service running in other processes: one command API, one or more query API replicas."""
+        return cls(
+            httpx.AsyncClient(base_url=commands_url, timeout=TIMEOUT),
+            [httpx.AsyncClient(base_url=url, timeout=TIMEOUT) for url in query_urls],
+        )
+
+    async def close(self) -> None:
+        for client in {id(c): c for c in [self.commands, *self.queries]}.values():
+            await client.aclose()
+
+
+def create_gateway(
+    system: System, upstreams: Mapping[str, Upstream], *, body_limit: int = DEFAULT_BODY_LIMIT
+) -> FastAPI:
+    """Build the gateway app for ``system``; ``upstreams`` maps each service name to how to reach it."""
+    missing = sorted(set(system.names) - set(upstreams))
+    if missing:
+        raise ValueError(f"No upstream for services {missing}")
+    saga_owners = {saga.name: service.name for service in system.services for saga in service.sagas}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for upstream in upstreams.values():
+                stack.push_async_callback(upstream.close)
+                for service_app in upstream.apps:
+                    await stack.enter_async_context(service_app.router.lifespan_context(service_app))
+            yield
+
+    app = FastAPI(title=f"{system.name} API", description=system.description, lifespan=lifespan, docs_url="/docs")
+    install(app)
+    app.add_middleware(BodyLimit, limit=body_limit)
+
+    @app.post("/commands/{type_name}", include_in_schema=False)
+    async def command(type_name: str, request: Request) -> Response:
+        owner = system.owner_of_command(type_name)
+        if owner is None:
+            raise NotFound(f"No command type {type_name!r} in {system.name}")
+        return await _forward(request, upstreams[owner.name].commands, owner.name)
+
+    @app.get("/commands/{command_id}", include_in_schema=False)
+    async def command_status(command_id: str, request: Request) -> Response:
+        answer: Response | None = None
+        for name in system.names:
+            answer = await _forward(request, upstreams[name].commands, name)
+            if answer.status_code != 404:
+                return answer
+        assert answer is not None
+        return answer
+
+    @app.get("/queries/{type_name}", include_in_schema=False)
+    async def query(type_name: str, request: Request) -> Response:
+        owner = system.owner_of_query(type_name)
+        if owner is None:
+            raise NotFound(f"No query type {type_name!r} in {system.name}")
+        return await _forward(request, upstreams[owner.name].query_client(), owner.name)
+
+    @app.get("/sagas/{name}", include_in_schema=False)
+    @app.get("/sagas/{name}/{instance}", include_in_schema=False)
+    async def saga(name: str, request: Request) -> Response:
+        owner = saga_owners.get(name)
+        if owner is None:
+            raise NotFound(f"No saga named {name!r} in {system.name}")
+        return await _forward(request, upstreams[owner].query_client(), owner)
+
+    @app.api_route("/services/{service}/{path:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
+    async def passthrough(service: str, path: str, request: Request) -> Response:
+        upstream = upstreams.get(service)
+        if upstream is None:
+            raise NotFound(f"No service {service!r} in {system.name}; it has {', '.join(system.names)}")
+        client = (
+            upstream.query_client() if request.method == "GET" and path.startswith("queries/") else upstream.commands
+        )
+        return await _forward(request, client, service, path="/" + path)
+
+    @app.get("/health", tags=["operations"], summary="The gateway is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], summary="Every service's command and query APIs are ready")
+    async def ready() -> Any:
+        checks = {
+            f"{name}/{role}": client
+            for name, upstream in upstreams.items()
+            for role, client in [("commands", upstream.commands), *(("queries", c) for c in upstream.queries)]
+        }
+        answers = await asyncio.gather(*(_status(client, "/ready") for client in checks.values()))
+        statuses = dict(zip(checks, answers, strict=True))
+        if any(code != 200 for code in statuses.values()):
+            return problem(503, "Not ready", "A service is not ready", "not-ready", services=statuses)
+        return {"status": "ready", "services": statuses}
+
+    @app.get("/metrics", tags=["operations"], summary="Every service's metrics, labelled by service")
+    async def metrics() -> Response:
+        texts = {name: await _text(upstream.commands, "/metrics") for name, upstream in upstreams.items()}
+        registry = CollectorRegistry()
+        registry.register(_Labelled(texts))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        merged: dict[str, Any] = {
+            "openapi": "3.1.0",
+            "info": {"title": f"{system.name} API", "description": system.description, "version": "1"},
+            "paths": {},
+            "components": {"schemas": {}},
+        }
+        for upstream in upstreams.values():
+            document = (await upstream.commands.get("/openapi.json")).json()
+            for path, operations in document.get("paths", {}).items():
+                if path.startswith(("/commands/", "/queries/", "/sagas/")):
+                    merged["paths"].setdefault(path, {}).update(operations)
+            merged["components"]["schemas"].update(document.get("components", {}).get("schemas", {}))
+        return merged
+
+    app.openapi_url = None  # served above, from the services' own documents
+    return app
+
+
+async def _forward(request: Request, client: httpx.AsyncClient, service: str, *, path: str | None = None) -> Response:
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+    target = path or request.url.path
+    if request.url.query:
+        target += "?" + request.url.query  # as the client wrote it: repeated parameters stay repeated
+    try:
+        answer = await client.request(
+            request.method,
+            target,
+            headers=headers,
+            content=await request.body(),
+        )
+    except httpx.TimeoutException:
+        return problem(504, "Service timed out", f"The {service} service did not answer in time", "upstream-timeout")
+    except httpx.TransportError:
+        return problem(502, "Service unavailable", f"The {service} service cannot be reached", "upstream-unavailable")
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
+    kept["x-twofold-service"] = service
+    return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+
+async def _status(client: httpx.AsyncClient, path: str) -> int:
+    try:
+        return (await client.get(path)).status_code
+    except httpx.TransportError:
+        return 502
+
+
+async def _text(client: httpx.AsyncClient, path: str) -> str:
+    try:
+        answer = await client.get(path)
+    except httpx.TransportError:
+        return ""
+    return answer.text if answer.status_code == 200 else ""
+
+
+class _Labelled(Collector):
+    """Several services' expositions as one, each sample labelled with its service."""
+
+    def __init__(self, texts: Mapping[str, str]) -> None:
+        self._texts = texts
+
+    def collect(self) -> Iterator[Any]:
+        families: dict[str, Any] = {}
+        for service, text in self._texts.items():
+            for family in text_string_to_metric_families(text):
+                merged = families.setdefault(family.name, family)
+                if merged is not family:
+                    merged.samples.extend(_with_service(family.samples, service))
+                else:
+                    family.samples[:] = _with_service(family.samples, service)
+        yield from families.values()
+
+
+def _with_service(samples: Sequence[Any], service: str) -> list[Any]:
+    return [s._replace(labels={**s.labels, "service": service}) for s in samples]
+
+
+def gateway_in_process(system: System, runtimes: Mapping[str, Runtime], **options: Any) -> FastAPI:
+    """The gateway over ``runtimes`` running in this process: each served by its own app, reached without a socket.
+
+    ``options`` go to each service's :func:`~twofold.http.create_app`.
+    """
+    upstreams = {name: Upstream.in_process(create_app(runtime, **options)) for name, runtime in runtimes.items()}
+    return create_gateway(system, upstreams)
