@@ -15,7 +15,8 @@ import pytest
 
 from examples.shop.handlers import add_product, place_order, receive_stock
 from examples.shop.messages import AddProduct, PlaceOrder, ReceiveStock
-from tests.http import Api, order
+from tests.http import Api, assert_problem, order
+from tests.http.test_operations import metric
 from twofold import Runtime, Service, UnitOfWork
 from twofold.broker.command_messages import QueuedCommand, decode_command, encode_command
 from twofold.broker.commands import CommandWorker, JetStreamCommands, JetStreamCommandSender
@@ -24,6 +25,7 @@ from twofold.errors import StoreError
 from twofold.http import create_app
 from twofold.messages import Envelope
 from twofold.store.sqlite import SQLiteEventStore
+from twofold.testing.servers import free_port
 
 _services = itertools.count(1)
 WAIT = 15.0  # seconds for an outcome to appear before the test fails
@@ -380,3 +382,44 @@ async def test_the_work_queue_is_a_file_backed_work_queue_stream_with_a_duplicat
     assert (info.config.retention, info.config.storage) == ("workqueue", "file")
     assert info.config.duplicate_window == 120.0
     assert info.state.messages == 1
+
+
+async def test_a_queued_command_is_refused_with_503_while_nats_is_unreachable(tmp_path: Path) -> None:
+    nobody = f"nats://127.0.0.1:{free_port()}"
+    async with command_api(shop_service(), tmp_path / "events.db", nobody) as api:
+        response = await api.command(
+            "AddProduct", {"sku": "A-1", "name": "Apple", "price": "1.50"}, Prefer="respond-async"
+        )
+
+    body = assert_problem(response, 503, "broker")
+    assert body["detail"] == "The message broker could not take the request; try again"
+
+
+async def test_a_worker_frozen_with_commands_waiting_is_stuck_on_ready_and_metrics(
+    tmp_path: Path, nats_url: str
+) -> None:
+    gate = asyncio.Event()
+
+    async def frozen(command: AddProduct, uow: UnitOfWork) -> None:
+        await gate.wait()
+
+    service = shop_service(frozen)
+    runtime = Runtime(service, store=SQLiteEventStore(tmp_path / "events.db"))
+    worker = CommandWorker(runtime, nats_url)
+    runtime.workers.append(worker)
+    app = create_app(runtime, async_commands=JetStreamCommands(runtime, nats_url), stall_after=0.3)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://shop.test") as client,
+    ):
+        api = Api(app, runtime, client)
+        try:
+            await queued(api, "AddProduct", {"sku": "A-1", "name": "Apple", "price": "1.50"})
+            await asyncio.sleep(0.8)
+
+            body = assert_problem(await client.get("/ready"), 503, "not-ready")
+            assert list(body["stuck"]) == [worker.name]
+            text = (await client.get("/metrics")).text
+            assert metric(text, "twofold_worker_stuck", worker=worker.name) == 1
+        finally:
+            gate.set()

@@ -51,10 +51,14 @@ def outcome_key(command_id: str) -> str:
 
 
 class Connection:
-    """One NATS connection, made on first use and made again after it was closed."""
+    """One NATS connection, made on first use and made again after it was closed.
 
-    def __init__(self, url: str, name: str, timeout: float) -> None:
-        self.url, self.name, self.timeout = url, name, timeout
+    ``connect_within``: seconds to wait for a first connection before raising ``TimeoutError``
+    (a request should fail rather than hang while NATS is down); ``None`` waits as long as it takes.
+    """
+
+    def __init__(self, url: str, name: str, timeout: float, connect_within: float | None = None) -> None:
+        self.url, self.name, self.timeout, self.connect_within = url, name, timeout, connect_within
         self.client: Client | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
@@ -62,15 +66,16 @@ class Connection:
     async def jetstream(self) -> JetStreamContext:
         async with self._lock:  # two first calls at once must not open two connections
             if self.client is None or self.client.is_closed:
-                self.client = await nats.connect(
+                connecting = nats.connect(
                     self.url,
                     name=self.name,
                     allow_reconnect=True,
-                    max_reconnect_attempts=-1,  # the client waits for NATS; callers see timeouts meanwhile
+                    max_reconnect_attempts=-1,  # once connected, the client waits for NATS to come back
                     reconnect_time_wait=0.25,
                     connect_timeout=2.0,
                     error_cb=self._on_error,
                 )
+                self.client = await asyncio.wait_for(connecting, self.connect_within)
             return self.client.jetstream(timeout=self.timeout)
 
     async def _on_error(self, exc: Exception) -> None:

@@ -66,7 +66,7 @@ class JetStreamCommandSender:
         duplicate_window: float = DUPLICATE_WINDOW,
     ) -> None:
         self.source = source
-        self.connection = Connection(nats_url, f"twofold command sender {source}", ack_timeout)
+        self.connection = Connection(nats_url, f"twofold command sender {source}", ack_timeout, ack_timeout)
         self._duplicate_window = duplicate_window
         self._streams: set[str] = set()  # services whose work queue this sender has made sure of
 
