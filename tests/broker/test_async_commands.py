@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from examples.shop.messages import AddProduct, PlaceOrder, ReceiveStock
 from tests.http import Api, assert_problem, order
 from tests.http.test_operations import metric
 from twofold import Runtime, Service, UnitOfWork
+from twofold.broker._jetstream import outcome_key
 from twofold.broker.command_messages import QueuedCommand, decode_command, encode_command
 from twofold.broker.commands import CommandWorker, JetStreamCommands, JetStreamCommandSender
 from twofold.broker.subjects import commands_stream, commands_subject
@@ -142,7 +144,8 @@ async def test_a_command_the_domain_refuses_is_failed_with_the_rule_and_appends_
         await api.add_product("A-1", "Apple", stock=3)
         head = await api.head()
 
-        accepted = await queued(api, "PlaceOrder", order("o-1", "c-1", ("A-1", 9)))
+        key = {"Idempotency-Key": "order:o-1~1"}  # keys of the outcomes bucket refuse ':' and '~'
+        accepted = await queued(api, "PlaceOrder", order("o-1", "c-1", ("A-1", 9)), **key)
 
         status = await status_until(api, accepted["status_url"], "failed")
         assert status == {
@@ -423,3 +426,31 @@ async def test_a_worker_frozen_with_commands_waiting_is_stuck_on_ready_and_metri
             assert metric(text, "twofold_worker_stuck", worker=worker.name) == 1
         finally:
             gate.set()
+
+
+def test_every_command_id_has_a_key_of_its_own_in_the_outcomes_bucket() -> None:
+    ids = ["order-o-1", "order:o-1", "order~o-1", "order.o-1", "=b3JkZXI", "a" * 128]
+    keys = [outcome_key(command_id) for command_id in ids]
+    assert keys[0] == "order-o-1"
+    assert len(set(keys)) == len(ids)
+    assert all(re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key) for key in keys)
+
+
+async def test_a_worker_stopped_while_a_command_runs_finishes_it_first(tmp_path: Path, nats_url: str) -> None:
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(command: AddProduct, uow: UnitOfWork) -> None:
+        started.set()
+        await gate.wait()
+        await add_product(command, uow)
+
+    service = shop_service(slow)
+    async with command_api(service, tmp_path / "events.db", nats_url) as api:
+        accepted = await queued(api, "AddProduct", {"sku": "A-1", "name": "Apple", "price": "1.50"})
+        async with worker_runtime(service, tmp_path / "events.db", nats_url) as runtime:
+            await asyncio.wait_for(started.wait(), WAIT)
+            asyncio.get_running_loop().call_later(0.2, gate.set)
+        # the runtime has stopped: the command finished, and was acknowledged, before it did
+        status = await status_until(api, accepted["status_url"], "succeeded")
+        assert runtime.workers[0].handled == 1  # type: ignore[attr-defined]
+    assert status["result"]["stream_id"] == "product-A-1"

@@ -99,6 +99,7 @@ class CommandWorker:
         self._outcomes: Outcomes | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._busy = False  # commands in hand
         self.handled = 0  # messages this worker finished with (acknowledged), whatever their outcome
         self.position = 0  # the stream sequence before which every message is done with
         self.head = 0  # the stream's last sequence
@@ -123,8 +124,9 @@ class CommandWorker:
         """Finish the commands in hand (for at most ``timeout`` s), then close the connection."""
         if self._task is not None:
             self._stopping = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout + self._fetch_timeout)
+            if self._busy:  # else it waits for NATS or for messages: nothing to finish
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -182,7 +184,11 @@ class CommandWorker:
             except TimeoutError:  # nothing queued
                 self.last_progress = utc_now()
                 continue
-            await self._handle_all(messages)
+            self._busy = True
+            try:
+                await self._handle_all(messages)
+            finally:
+                self._busy = False
             self.failures, self.last_error = 0, None
 
     async def _handle_all(self, messages: Sequence[Msg]) -> None:
