@@ -42,12 +42,12 @@ def shop_service(adding: Any = add_product) -> Service:
 
 @asynccontextmanager
 async def command_api(
-    service: Service, database: Path, nats_url: str, *, workers: int = 0, **worker_options: Any
+    service: Service, database: Path, nats_url: str, *, workers: int = 0, timeout: float = 5.0, **worker_options: Any
 ) -> AsyncIterator[Api]:
     """A command API process on ``database`` that queues 202s on NATS, with ``workers`` command workers in it."""
     runtime = Runtime(service, store=SQLiteEventStore(database))
     runtime.workers.extend(CommandWorker(runtime, nats_url, **worker_options) for _ in range(workers))
-    app = create_app(runtime, queries=False, async_commands=JetStreamCommands(runtime, nats_url))
+    app = create_app(runtime, queries=False, async_commands=JetStreamCommands(runtime, nats_url, timeout=timeout))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://shop.test") as client,
@@ -387,15 +387,24 @@ async def test_the_work_queue_is_a_file_backed_work_queue_stream_with_a_duplicat
     assert info.state.messages == 1
 
 
-async def test_a_queued_command_is_refused_with_503_while_nats_is_unreachable(tmp_path: Path) -> None:
+async def test_while_nats_is_unreachable_a_queued_command_is_refused_with_503_and_successes_still_answer(
+    tmp_path: Path,
+) -> None:
     nobody = f"nats://127.0.0.1:{free_port()}"
-    async with command_api(shop_service(), tmp_path / "events.db", nobody) as api:
+    async with command_api(shop_service(), tmp_path / "events.db", nobody, timeout=0.5) as api:
         response = await api.command(
             "AddProduct", {"sku": "A-1", "name": "Apple", "price": "1.50"}, Prefer="respond-async"
         )
+        body = {"sku": "B-2", "name": "Banana", "price": "2.25"}
+        synchronous = await api.ok("AddProduct", body, **{"Idempotency-Key": "sync-1"})
+        applied = await api.client.get("/commands/sync-1")
+        unknown = await api.client.get("/commands/who-knows")
+        assert await api.head() == 1  # only the synchronous one
 
     body = assert_problem(response, 503, "broker")
     assert body["detail"] == "The message broker could not take the request; try again"
+    assert applied.json() == {"command_id": "sync-1", "status": "succeeded", "result": synchronous}
+    assert_problem(unknown, 503, "broker")  # it may be queued: NATS alone could say
 
 
 async def test_a_worker_frozen_with_commands_waiting_is_stuck_on_ready_and_metrics(

@@ -87,7 +87,7 @@ class JetStreamCommandSender:
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             self._streams.discard(service)  # the stream may have gone: make sure of it next time
             raise BrokerError(
-                f"Could not queue {envelope.type_name} {envelope.message_id} on {subject}: {exc}"
+                f"Could not queue {envelope.type_name} {envelope.message_id} on {subject}: {_why(exc)}"
             ) from exc
 
     async def close(self) -> None:
@@ -105,12 +105,16 @@ class JetStreamCommands:
         runtime: the service, and its event store, where successes are looked up.
         nats_url: the NATS server(s).
         outcome_ttl: seconds an outcome stays readable, for a bucket this creates.
+        timeout: seconds to wait for NATS (to connect, to store a message, to read an outcome)
+            before the request fails with :class:`~twofold.errors.BrokerError`.
     """
 
-    def __init__(self, runtime: Runtime, nats_url: str, *, outcome_ttl: float = OUTCOME_TTL) -> None:
+    def __init__(
+        self, runtime: Runtime, nats_url: str, *, outcome_ttl: float = OUTCOME_TTL, timeout: float = 5.0
+    ) -> None:
         self.service_name = runtime.service.name
         self._store = runtime.store
-        self._sender = JetStreamCommandSender(nats_url, source=self.service_name)
+        self._sender = JetStreamCommandSender(nats_url, source=self.service_name, ack_timeout=timeout)
         self._outcome_ttl = outcome_ttl
         self._outcomes: Outcomes | None = None
 
@@ -133,14 +137,14 @@ class JetStreamCommands:
                 await self._sender.publish(self.service_name, envelope, message_id=message_id)
                 return
         except (nats.errors.Error, TimeoutError, OSError) as exc:
-            raise BrokerError(f"Could not record command {command_id} as pending: {exc}") from exc
+            raise BrokerError(f"Could not record command {command_id} as pending: {_why(exc)}") from exc
         raise BrokerError(f"The record of command {command_id} kept changing while it was submitted")
 
     async def outcome(self, command_id: str) -> CommandOutcome | None:
         try:
             outcome, _ = await (await self._open()).read(command_id)
         except (nats.errors.Error, TimeoutError, OSError) as exc:
-            raise BrokerError(f"Could not read the outcome of command {command_id}: {exc}") from exc
+            raise BrokerError(f"Could not read the outcome of command {command_id}: {_why(exc)}") from exc
         return outcome
 
     async def drain(self, timeout: float) -> None:
@@ -152,3 +156,8 @@ class JetStreamCommands:
             js = await self._sender.connection.jetstream()
             self._outcomes = await Outcomes.open(js, self.service_name, self._outcome_ttl)
         return self._outcomes
+
+
+def _why(exc: BaseException) -> str:
+    """``TimeoutError`` says nothing by itself: name it then."""
+    return str(exc) or type(exc).__name__

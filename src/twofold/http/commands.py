@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from twofold.command_queue import CommandOutcome, CommandQueue
 from twofold.commands import CommandResult
-from twofold.errors import NotFound, TwofoldError
+from twofold.errors import BrokerError, NotFound, TwofoldError
 from twofold.http._json import json_body, result_json
 from twofold.http.metrics import Metrics
 from twofold.http.problems import BadRequest
@@ -111,9 +111,14 @@ class AsyncCommands:
 
 async def status_of(runtime: Runtime, background: CommandQueue, command_id: str) -> dict[str, Any]:
     """``pending``, ``failed`` (with error and detail) or ``succeeded`` (with the result, as a 200 gives it)."""
-    outcome = await background.outcome(command_id)
+    assert runtime.store is not None
+    try:
+        outcome = await background.outcome(command_id)
+    except BrokerError:  # the queue is out of reach, but a success can still be read from the store
+        outcome = CommandOutcome("pending")
+        if await runtime.store.command_result(command_id) is None:
+            raise
     if outcome is None or outcome.status != "failed":  # the store has the last word on a success
-        assert runtime.store is not None
         appended = await runtime.store.command_result(command_id)
         if appended is not None:
             result = result_json(CommandResult.of(command_id, appended, None))
