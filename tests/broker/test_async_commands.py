@@ -14,6 +14,7 @@ import httpx
 import nats
 import pytest
 
+from examples.shop.domain import Product
 from examples.shop.handlers import add_product, place_order, receive_stock
 from examples.shop.messages import AddProduct, PlaceOrder, ReceiveStock
 from tests.http import Api, assert_problem, order
@@ -463,3 +464,21 @@ async def test_a_worker_stopped_while_a_command_runs_finishes_it_first(tmp_path:
         status = await status_until(api, accepted["status_url"], "succeeded")
         assert runtime.workers[0].handled == 1  # type: ignore[attr-defined]
     assert status["result"]["stream_id"] == "product-A-1"
+
+
+async def test_a_queued_command_that_appends_nothing_still_reports_succeeded(tmp_path: Path, nats_url: str) -> None:
+    async def nothing_to_do(command: AddProduct, uow: UnitOfWork) -> None:
+        await uow.load(Product, command.sku)
+
+    async with command_api(shop_service(nothing_to_do), tmp_path / "events.db", nats_url, workers=1) as api:
+        accepted = await queued(api, "AddProduct", {"sku": "A-1", "name": "Apple", "price": "1.50"})
+        status = await status_until(api, accepted["status_url"], "succeeded")
+        assert await api.head() == 0
+
+    assert status["result"] == {
+        "command_id": accepted["command_id"],
+        "stream_id": "product-A-1",
+        "version": 0,
+        "position": None,
+        "events": [],
+    }

@@ -274,10 +274,14 @@ class CommandWorker:
             if isinstance(exc, TwofoldError):
                 return CommandOutcome("failed", type(exc).__name__, str(exc))
             return CommandOutcome("failed", "InternalError", "The command failed unexpectedly")
+        if result.position is not None:
+            return CommandOutcome("succeeded")  # the event store has it, with its command id
         summary = {k: getattr(result, k) for k in ("command_id", "stream_id", "version", "position")}
-        return CommandOutcome("succeeded", result=summary)
+        return CommandOutcome("succeeded", result=summary)  # it appended nothing: only the bucket can say
 
     async def _record(self, command_id: str, outcome: CommandOutcome) -> None:
+        if outcome.status == "succeeded" and outcome.result is None:
+            return  # the store is read before the bucket, so a "pending" left there is never seen
         assert self._outcomes is not None  # opened by _work before any message is fetched
         await self._outcomes.write(command_id, outcome)
 

@@ -113,16 +113,15 @@ async def status_of(runtime: Runtime, background: CommandQueue, command_id: str)
     """``pending``, ``failed`` (with error and detail) or ``succeeded`` (with the result, as a 200 gives it)."""
     assert runtime.store is not None
     try:
-        outcome = await background.outcome(command_id)
+        outcome = await background.outcome(command_id)  # asked first: one that ends meanwhile is in the store
     except BrokerError:  # the queue is out of reach, but a success can still be read from the store
-        outcome = CommandOutcome("pending")
         if await runtime.store.command_result(command_id) is None:
             raise
-    if outcome is None or outcome.status != "failed":  # the store has the last word on a success
-        appended = await runtime.store.command_result(command_id)
-        if appended is not None:
-            result = result_json(CommandResult.of(command_id, appended, None))
-            return {"command_id": command_id, "status": "succeeded", "result": result}
+        outcome = None
+    appended = await runtime.store.command_result(command_id)  # the last word: an id is applied once
+    if appended is not None:
+        result = result_json(CommandResult.of(command_id, appended, None))
+        return {"command_id": command_id, "status": "succeeded", "result": result}
     if outcome is None:
         raise NotFound(f"No command with id {command_id}")
     if outcome.status == "failed":
