@@ -28,7 +28,7 @@ from twofold.errors import StoreError
 from twofold.http import create_app
 from twofold.messages import Envelope
 from twofold.store.sqlite import SQLiteEventStore
-from twofold.testing.servers import free_port
+from twofold.testing.servers import NatsServer, free_port
 
 _services = itertools.count(1)
 WAIT = 15.0  # seconds for an outcome to appear before the test fails
@@ -482,3 +482,29 @@ async def test_a_queued_command_that_appends_nothing_still_reports_succeeded(tmp
         "position": None,
         "events": [],
     }
+
+
+@pytest.mark.slow
+async def test_nats_crashing_and_restarting_while_commands_run_loses_none_and_applies_none_twice(
+    tmp_path: Path,
+) -> None:
+    service, skus = shop_service(), [f"P-{n}" for n in range(600)]
+    with NatsServer(tmp_path / "nats") as server:
+        sender = JetStreamCommandSender(server.url, source="test")
+        for envelope in stocked_commands(skus):
+            await sender.send(service.name, envelope)
+        await sender.close()
+        async with worker_runtime(service, tmp_path / "events.db", server.url, concurrency=4) as runtime:
+            store = runtime.store
+            assert store is not None
+            await wait_for(lambda: _head_is(store, 1), "the first command to be handled")
+            server.stop(fast=False)  # a crash (SIGKILL) with commands in flight
+            await asyncio.sleep(1.0)
+            at_crash = await store.head_position()
+            server.start()  # the same store and port
+            await wait_for(lambda: _head_is(store, len(skus)), "every command after the restart")
+            await asyncio.sleep(0.5)  # a second run of any of them would show now
+            events = [e async for e in store.read_all(1)]
+
+    assert sorted(e.metadata["command_id"] for e in events) == sorted(f"add-{sku}" for sku in skus)
+    assert at_crash < len(skus)  # it really went down with commands queued

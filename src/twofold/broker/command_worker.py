@@ -178,18 +178,24 @@ class CommandWorker:
         subscription = await js.pull_subscribe(
             commands_filter(self.service_name), durable=CONSUMER, stream=self.stream, config=config
         )
-        while not self._stopping:
-            try:
-                messages = await subscription.fetch(self._concurrency, timeout=self._fetch_timeout)
-            except TimeoutError:  # nothing queued
-                self.last_progress = utc_now()
-                continue
-            self._busy = True
-            try:
-                await self._handle_all(messages)
-            finally:
-                self._busy = False
-            self.failures, self.last_error = 0, None
+        try:
+            while not self._stopping:
+                try:
+                    messages = await subscription.fetch(self._concurrency, timeout=self._fetch_timeout)
+                except TimeoutError:  # nothing queued, or NATS out of reach: only the first is progress
+                    client = self._connection.client
+                    if client is not None and client.is_connected:
+                        self.last_progress = utc_now()
+                    continue
+                self._busy = True
+                try:
+                    await self._handle_all(messages)
+                finally:
+                    self._busy = False
+                self.failures, self.last_error = 0, None
+        finally:
+            with contextlib.suppress(Exception):  # the next try subscribes afresh
+                await subscription.unsubscribe()
 
     async def _handle_all(self, messages: Sequence[Msg]) -> None:
         tasks = {asyncio.create_task(self._handle(message)): message for message in messages}
@@ -207,17 +213,19 @@ class CommandWorker:
 
     async def _handle(self, message: Msg) -> None:
         try:
-            await self._process(message)
+            done = await self._process(message)
         except Exception as exc:  # the outcome could not be recorded (or acknowledged): try again later
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("command worker %s: a message failed and comes back (%s)", self.service_name, self.last_error)
             with contextlib.suppress(Exception):
                 await message.nak(delay=self._retry_delay(message))
             return
-        self.handled += 1
-        self.last_progress = utc_now()
+        if done:
+            self.handled += 1
+            self.last_progress = utc_now()
 
-    async def _process(self, message: Msg) -> None:
+    async def _process(self, message: Msg) -> bool:
+        """Record the message's outcome and acknowledge it (``True``), or hand it back for later."""
         try:
             queued, command = self._read(message)
         except _Malformed as bad:
@@ -225,13 +233,14 @@ class CommandWorker:
             if bad.command_id is not None:
                 await self._record(bad.command_id, CommandOutcome("failed", bad.error, bad.detail))
             await message.ack()
-            return
+            return True
         outcome = await self._execute(message, queued, command)
         if outcome is None:
             await message.nak(delay=self._retry_delay(message))
-            return
+            return False
         await self._record(queued.command_id, outcome)
         await message.ack()
+        return True
 
     def _read(self, message: Msg) -> tuple[QueuedCommand, Command]:
         header_id = (message.headers or {}).get("Nats-Msg-Id")
