@@ -20,6 +20,7 @@ from twofold.broker.commands import CommandWorker, JetStreamCommands, JetStreamC
 from twofold.config import Settings, async_commands_for, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.messages import Envelope
+from twofold.runtime import Runtime
 from twofold.store.sqlite import SQLiteEventStore
 from twofold.testing.servers import NatsServer, free_port
 
@@ -155,3 +156,8 @@ def test_the_command_worker_role_without_nats_says_which_variable_to_set(tmp_pat
     settings = Settings.from_env(shop, {"TWOFOLD_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}"})
     with pytest.raises(ConfigurationError, match=r"--role command-worker takes commands from NATS: set TWOFOLD_NATS_"):
         runtime_for(shop, settings, "command-worker")
+
+
+def test_a_command_worker_needs_an_event_store() -> None:
+    with pytest.raises(ConfigurationError, match=r"A command worker runs commands: give its Runtime\(store=\.\.\.\)"):
+        CommandWorker(Runtime(shop), "nats://127.0.0.1:4222")

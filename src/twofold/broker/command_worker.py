@@ -40,7 +40,14 @@ from twofold.broker._jetstream import DUPLICATE_WINDOW, OUTCOME_TTL, Connection,
 from twofold.broker.command_messages import QueuedCommand, decode_command
 from twofold.broker.subjects import commands_filter, commands_stream
 from twofold.command_queue import CommandOutcome
-from twofold.errors import BrokerError, ConcurrencyError, InvalidMessage, StoreError, TwofoldError
+from twofold.errors import (
+    BrokerError,
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidMessage,
+    StoreError,
+    TwofoldError,
+)
 from twofold.health import Progress
 from twofold.messages import Command, parse, utc_now
 
@@ -89,6 +96,8 @@ class CommandWorker:
         duplicate_window: float = DUPLICATE_WINDOW,
         fetch_timeout: float = 1.0,
     ) -> None:
+        if runtime.store is None:
+            raise ConfigurationError("A command worker runs commands: give its Runtime(store=...)")
         self.service_name = runtime.service.name
         self.name = f"twofold.commands.{self.service_name}"
         self.stream = commands_stream(self.service_name)
