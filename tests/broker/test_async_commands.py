@@ -214,7 +214,7 @@ async def test_the_status_is_readable_from_another_command_api_process(tmp_path:
 
 async def test_two_workers_on_one_queue_handle_every_command_exactly_once(tmp_path: Path, nats_url: str) -> None:
     service, database = shop_service(), tmp_path / "events.db"
-    skus = [f"P-{n}" for n in range(200)]
+    skus = [f"P-{n}" for n in range(400)]
     sender = JetStreamCommandSender(nats_url, source="test")
     for envelope in stocked_commands(skus):
         await sender.send(service.name, envelope)

@@ -38,6 +38,8 @@ from twofold.errors import BrokerError
 from twofold.messages import Command, Envelope
 
 if TYPE_CHECKING:
+    from twofold.bus import CommandSender
+    from twofold.command_queue import CommandQueue
     from twofold.runtime import Runtime
 
 __all__ = ["CommandWorker", "JetStreamCommandSender", "JetStreamCommands"]
@@ -161,3 +163,9 @@ class JetStreamCommands:
 def _why(exc: BaseException) -> str:
     """``TimeoutError`` says nothing by itself: name it then."""
     return str(exc) or type(exc).__name__
+
+
+if TYPE_CHECKING:  # mypy checks that each one keeps to the protocol it stands in for
+
+    def _conforms(sender: JetStreamCommandSender, queue: JetStreamCommands) -> tuple[CommandSender, CommandQueue]:
+        return sender, queue
