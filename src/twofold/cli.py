@@ -5,6 +5,7 @@ twofold serve examples.shop:shop --role commands     # the command API only
 twofold serve examples.shop:shop --role queries --port 8001
 twofold serve examples.shop:shop --role projections  # the projection worker
 twofold serve examples.shop:shop --role relay        # events to NATS JetStream (needs TWOFOLD_NATS_URL)
+twofold serve examples.shop:shop --role command-worker  # runs queued 202 commands (needs TWOFOLD_NATS_URL)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
-from twofold.config import Role, Settings, runtime_for
+from twofold.config import Role, Settings, async_commands_for, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.service import Service
 
@@ -54,7 +55,7 @@ def load_service(target: str) -> Service:
 @app.command()
 def serve(
     target: Annotated[str, typer.Argument(help="The service, as module:attribute (e.g. examples.shop:shop)")],
-    role: Annotated[str, typer.Option(help="all | commands | queries | projections | relay")] = "all",
+    role: Annotated[str, typer.Option(help="all | commands | queries | projections | relay | command-worker")] = "all",
     host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT, default 8000]")] = None,
     dev_postgres: Annotated[
@@ -62,8 +63,10 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a service over HTTP, in one role or all of them."""
-    if role not in ("all", "commands", "queries", "projections", "relay"):
-        raise typer.BadParameter(f"--role must be all, commands, queries, projections or relay (got {role!r})")
+    if role not in ("all", "commands", "queries", "projections", "relay", "command-worker"):
+        raise typer.BadParameter(
+            f"--role must be all, commands, queries, projections, relay or command-worker (got {role!r})"
+        )
     service = load_service(target)
     with contextlib.ExitStack() as stack:
         environ = dict(os.environ)
@@ -92,15 +95,18 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
     try:
         settings = Settings.from_env(service, environ)
         runtime = runtime_for(service, settings, cast(Role, role))
+        queue = async_commands_for(runtime, settings)
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    http = create_app(runtime, commands=role in ("all", "commands"), queries=role in ("all", "queries"))
+    http = create_app(
+        runtime, commands=role in ("all", "commands"), queries=role in ("all", "queries"), async_commands=queue
+    )
     listen_host, listen_port = host or settings.host, port or settings.port
     typer.secho(
         f"twofold: serving {service.name} ({role}) on http://{listen_host}:{listen_port}"
         f" — events: {settings.database_url}, read models: {settings.read_database_url}"
-        + (f", NATS: {settings.nats_url}" if settings.nats_url and role in ("all", "relay") else ""),
+        + (f", NATS: {settings.nats_url}" if settings.nats_url and role not in ("queries", "projections") else ""),
         fg="green",
         err=True,
     )

@@ -2,8 +2,9 @@
 
     TWOFOLD_DATABASE_URL       the event store: sqlite:///data/shop.db (default) or postgresql://…
     TWOFOLD_READ_DATABASE_URL  the read models; defaults beside the event store
-    TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there;
-                               unset, nothing is published
+    TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there,
+                               and asynchronous commands go to its work queue for command workers;
+                               unset, nothing is published and 202 commands run in the API process
     HOST, PORT                 where HTTP listens (127.0.0.1:8000)
 
 ``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from twofold.command_queue import CommandQueue
 from twofold.errors import ConfigurationError
 from twofold.readmodels import ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
@@ -25,9 +27,9 @@ from twofold.service import Service
 from twofold.store import EventStore
 from twofold.store.sqlite import SQLiteEventStore
 
-__all__ = ["Role", "Settings", "runtime_for"]
+__all__ = ["Role", "Settings", "async_commands_for", "runtime_for"]
 
-Role = Literal["all", "commands", "queries", "projections", "relay"]
+Role = Literal["all", "commands", "queries", "projections", "relay", "command-worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +108,25 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
     relay = settings.nats_url is not None and role in ("all", "relay")
     if role == "relay" and not relay:
         raise ConfigurationError("--role relay publishes to NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
-    store = open_event_store(settings.database_url) if role in ("all", "commands", "projections", "relay") else None
+    command_worker = settings.nats_url is not None and role in ("all", "command-worker")
+    if role == "command-worker" and not command_worker:
+        raise ConfigurationError(
+            "--role command-worker takes commands from NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222"
+        )
+    store_roles = ("all", "commands", "projections", "relay", "command-worker")
+    store = open_event_store(settings.database_url) if role in store_roles else None
     read_store = (
         open_read_store(settings.read_database_url) if role in ("all", "queries", "projections", "relay") else None
     )
     workers: list[Worker] = []
     if relay and store is not None and read_store is not None and settings.nats_url is not None:
         workers.append(_relay(service.name, store, read_store, settings.nats_url))
-    return Runtime(service, store=store, read_store=read_store, project=role in ("all", "projections"), workers=workers)
+    runtime = Runtime(
+        service, store=store, read_store=read_store, project=role in ("all", "projections"), workers=workers
+    )
+    if command_worker and settings.nats_url is not None:
+        runtime.workers.append(_command_worker(runtime, settings.nats_url))
+    return runtime
 
 
 def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url: str) -> Worker:
@@ -122,3 +135,23 @@ def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url
     except ModuleNotFoundError as exc:
         raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
     return JetStreamRelay(service_name, store, read_store, nats_url)
+
+
+def async_commands_for(runtime: Runtime, settings: Settings) -> CommandQueue | None:
+    """Where the command API queues ``Prefer: respond-async`` commands: NATS when it is set, else
+    ``None`` (a task of the API process each, as :func:`twofold.http.create_app` does by default)."""
+    if settings.nats_url is None or runtime.store is None:
+        return None
+    try:
+        from twofold.broker.commands import JetStreamCommands
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
+    return JetStreamCommands(runtime, settings.nats_url)
+
+
+def _command_worker(runtime: Runtime, nats_url: str) -> Worker:
+    try:
+        from twofold.broker.commands import CommandWorker
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
+    return CommandWorker(runtime, nats_url)

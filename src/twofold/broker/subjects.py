@@ -6,8 +6,13 @@
     'twofold.shop.events.order.Order%20placed%21'
     >>> events_stream("shop")
     'TWOFOLD_SHOP_EVENTS'
+    >>> commands_subject("shop", "shop.PlaceOrder")
+    'twofold.shop.commands.shop.PlaceOrder'
+    >>> commands_stream("shop")
+    'TWOFOLD_SHOP_COMMANDS'
 
-Subjects are ``twofold.<service>.events.<category>.<type>``. The service and the category are
+Event subjects are ``twofold.<service>.events.<category>.<type>``; asynchronous commands go to
+``twofold.<service>.commands.<type>``, on a work-queue stream of their own. The service and the category are
 one token each; a type's dots stay token separators, so that ``twofold.shop.events.order.shop.>``
 selects the ``shop.*`` types of the ``order`` category. Within a token, every character outside
 ``A-Z a-z 0-9 _ -`` (a dot in a service or category, a space, ``*``, ``>``, ``%``, non-ASCII)
@@ -21,7 +26,15 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["events_filter", "events_stream", "events_subject", "subject_token"]
+__all__ = [
+    "commands_filter",
+    "commands_stream",
+    "commands_subject",
+    "events_filter",
+    "events_stream",
+    "events_subject",
+    "subject_token",
+]
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -53,4 +66,25 @@ def events_stream(service: str) -> str:
     Stream names may not hold ``.``, ``*``, ``>``, spaces or path separators: anything outside
     letters, digits, ``_`` and ``-`` becomes ``_``.
     """
-    return f"TWOFOLD_{re.sub(r'[^A-Za-z0-9_-]', '_', service).upper()}_EVENTS"
+    return f"TWOFOLD_{_stream_token(service)}_EVENTS"
+
+
+@functools.lru_cache(maxsize=1024)
+def commands_subject(service: str, command_type: str) -> str:
+    """The subject a command of ``command_type`` for ``service`` is queued on."""
+    type_tokens = ".".join(subject_token(part) for part in command_type.split("."))
+    return f"{commands_filter(service)[:-1]}{type_tokens}"
+
+
+def commands_filter(service: str) -> str:
+    """``twofold.<service>.commands.>``: every command subject of one service (its work queue's subjects)."""
+    return f"twofold.{subject_token(service)}.commands.>"
+
+
+def commands_stream(service: str) -> str:
+    """The JetStream work-queue stream of a service's asynchronous commands: ``TWOFOLD_<SERVICE>_COMMANDS``."""
+    return f"TWOFOLD_{_stream_token(service)}_COMMANDS"
+
+
+def _stream_token(service: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", service).upper()

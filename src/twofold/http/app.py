@@ -3,6 +3,7 @@
     app = create_app(runtime)                      # embedded: commands and queries together
     app = create_app(runtime, queries=False)       # a command API process
     app = create_app(runtime, commands=False)      # a query API replica
+    app = create_app(runtime, async_commands=JetStreamCommands(runtime, nats_url))  # 202s to NATS workers
 
 Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
 projections run), ``/metrics`` (Prometheus) and ``/openapi.json``.
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from pydantic.json_schema import models_json_schema
 
+from twofold.command_queue import CommandQueue
 from twofold.http.commands import AsyncCommands, command_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
@@ -41,6 +43,7 @@ def create_app(
     body_limit: int = DEFAULT_BODY_LIMIT,
     query_timeout: float = 5.0,
     stall_after: float = DEFAULT_STALL_AFTER,
+    async_commands: CommandQueue | None = None,
 ) -> FastAPI:
     """Build the HTTP app for ``runtime``; starting the app starts the runtime, stopping it stops it.
 
@@ -52,10 +55,12 @@ def create_app(
         query_timeout: the longest a read-your-writes query waits, in seconds, before 504.
         stall_after: seconds a projection may leave events waiting without advancing before
             ``/ready`` calls it stuck (a backlog that moves is not stuck).
+        async_commands: where ``Prefer: respond-async`` commands go; by default a task of this
+            process each (:class:`~twofold.http.commands.AsyncCommands`).
     """
     service = runtime.service
     metrics = Metrics(stall_after)
-    background = AsyncCommands(runtime)
+    background = async_commands if async_commands is not None else AsyncCommands(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -4,7 +4,9 @@
     200 {"command_id", "stream_id", "version", "position", "events": [...]}
 
 ``Idempotency-Key`` becomes the command id, so a retried request is applied once and answered with
-the first result. ``Prefer: respond-async`` answers 202 at once and runs the command in the background.
+the first result. ``Prefer: respond-async`` answers 202 at once and hands the command to a
+:class:`~twofold.command_queue.CommandQueue`: :class:`AsyncCommands` runs it in a task of this
+process; ``twofold.broker.commands.JetStreamCommands`` queues it for the service's command workers.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from twofold.command_queue import CommandOutcome, CommandQueue
 from twofold.commands import CommandResult
-from twofold.errors import NotFound, TwofoldError
+from twofold.errors import BrokerError, NotFound, TwofoldError
 from twofold.http._json import json_body, result_json
 from twofold.http.metrics import Metrics
 from twofold.http.problems import BadRequest
-from twofold.messages import Command, new_id, parse
+from twofold.messages import Command, Envelope, new_id, parse
 from twofold.runtime import Runtime
 
 log = logging.getLogger("twofold.http")
@@ -46,25 +49,35 @@ class CommandQueued(BaseModel):
 
 
 class AsyncCommands:
-    """Commands running in the background, and the failures of recent ones (successes are in the store)."""
+    """Commands running in tasks of this process, and the failures of recent ones (successes are in the store).
+
+    The embedded :class:`~twofold.command_queue.CommandQueue`: outcomes are kept in memory only.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._failed: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def submit(self, command: Command, **envelope: Any) -> None:
-        command_id = envelope["command_id"]
+    async def submit(self, envelope: Envelope[Command]) -> None:
+        command_id = envelope.message_id
         if command_id in self._running:
             return
         self._failed.pop(command_id, None)  # a retry under the same id: its own outcome, not the last one's
-        task = asyncio.create_task(self._run(command, envelope), name=f"command {command_id}")
+        task = asyncio.create_task(self._run(envelope), name=f"command {command_id}")
         self._running[command_id] = task
 
-    async def _run(self, command: Command, envelope: dict[str, Any]) -> None:
-        command_id = envelope["command_id"]
+    async def _run(self, envelope: Envelope[Command]) -> None:
+        command_id, command = envelope.message_id, envelope.message
         try:
-            await self._runtime.execute(command, **envelope)
+            await self._runtime.execute(
+                command,
+                command_id=command_id,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                principal=envelope.principal,
+                tenant=envelope.tenant,
+            )
         except TwofoldError as exc:
             self._fail(command_id, type(exc).__name__, str(exc))
         except Exception:
@@ -80,20 +93,11 @@ class AsyncCommands:
         while len(self._failed) > FAILURES_KEPT:
             self._failed.popitem(last=False)
 
-    async def status(self, command_id: str) -> dict[str, Any]:
+    async def outcome(self, command_id: str) -> CommandOutcome | None:
         if command_id in self._running:
-            return {"command_id": command_id, "status": "pending"}
-        if command_id in self._failed:
-            return {"command_id": command_id, "status": "failed", **self._failed[command_id]}
-        assert self._runtime.store is not None
-        appended = await self._runtime.store.command_result(command_id)
-        if appended is None:
-            raise NotFound(f"No command with id {command_id}")
-        return {
-            "command_id": command_id,
-            "status": "succeeded",
-            "result": result_json(CommandResult.of(command_id, appended, None)),
-        }
+            return CommandOutcome("pending")
+        failed = self._failed.get(command_id)
+        return None if failed is None else CommandOutcome("failed", failed["error"], failed["detail"])
 
     async def drain(self, timeout: float) -> None:
         """Let running commands finish, for at most ``timeout`` seconds, then cancel the rest."""
@@ -105,14 +109,36 @@ class AsyncCommands:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def command_router(runtime: Runtime, background: AsyncCommands, metrics: Metrics) -> APIRouter:
+async def status_of(runtime: Runtime, background: CommandQueue, command_id: str) -> dict[str, Any]:
+    """``pending``, ``failed`` (with error and detail) or ``succeeded`` (with the result, as a 200 gives it)."""
+    assert runtime.store is not None
+    try:
+        outcome = await background.outcome(command_id)  # asked first: one that ends meanwhile is in the store
+    except BrokerError:  # the queue is out of reach, but a success can still be read from the store
+        if await runtime.store.command_result(command_id) is None:
+            raise
+        outcome = None
+    appended = await runtime.store.command_result(command_id)  # the last word: an id is applied once
+    if appended is not None:
+        result = result_json(CommandResult.of(command_id, appended, None))
+        return {"command_id": command_id, "status": "succeeded", "result": result}
+    if outcome is None:
+        raise NotFound(f"No command with id {command_id}")
+    if outcome.status == "failed":
+        return {"command_id": command_id, "status": "failed", "error": outcome.error, "detail": outcome.detail}
+    if outcome.status == "succeeded" and outcome.result is not None:  # it appended nothing
+        return {"command_id": command_id, "status": "succeeded", "result": {**outcome.result, "events": []}}
+    return {"command_id": command_id, "status": "pending"}
+
+
+def command_router(runtime: Runtime, background: CommandQueue, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["commands"])
     for command_type in runtime.service.commands:
         _add_route(router, runtime, background, metrics, command_type)
 
     @router.get("/commands/{command_id}", summary="Status and result of a command")
     async def command_status(command_id: str) -> dict[str, Any]:
-        return await background.status(_checked_key(command_id, "command id"))
+        return await status_of(runtime, background, _checked_key(command_id, "command id"))
 
     known = ", ".join(c.type_name for c in runtime.service.commands)
 
@@ -125,7 +151,7 @@ def command_router(runtime: Runtime, background: AsyncCommands, metrics: Metrics
 
 
 def _add_route(
-    router: APIRouter, runtime: Runtime, background: AsyncCommands, metrics: Metrics, command_type: type[Command]
+    router: APIRouter, runtime: Runtime, background: CommandQueue, metrics: Metrics, command_type: type[Command]
 ) -> None:
     name = command_type.type_name
 
@@ -141,11 +167,13 @@ def _add_route(
             "correlation_id": _optional_key(request.headers.get("x-correlation-id"), "X-Correlation-Id"),
         }
         if "respond-async" in request.headers.get("prefer", "").lower():
-            envelope["command_id"] = envelope["command_id"] or new_id()  # the status URL needs it now
-            background.submit(command, **envelope)
-            status_url = str(request.url_for("command_status", command_id=envelope["command_id"]).path)
+            command_id = envelope["command_id"] or new_id()  # the status URL needs it now
+            await background.submit(
+                Envelope(command, message_id=command_id, correlation_id=envelope["correlation_id"] or "")
+            )
+            status_url = str(request.url_for("command_status", command_id=command_id).path)
             return JSONResponse(
-                CommandQueued(command_id=envelope["command_id"], status_url=status_url).model_dump(),
+                CommandQueued(command_id=command_id, status_url=status_url).model_dump(),
                 status_code=202,
                 headers={"Location": status_url, "Preference-Applied": "respond-async"},
             )

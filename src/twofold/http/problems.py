@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from twofold.errors import (
+    BrokerError,
     ConcurrencyError,
     ConfigurationError,
     DomainError,
@@ -144,6 +145,11 @@ async def _store(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, "Store unavailable", "The store could not complete the request; try again", "store")
 
 
+async def _broker(request: Request, exc: Exception) -> JSONResponse:
+    log.error("broker failure on %s %s: %s", request.method, request.url.path, exc)
+    return problem(503, "Broker unavailable", "The message broker could not take the request; try again", "broker")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "Internal server error", None, "internal")
@@ -165,5 +171,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(StoreError, _store)
+    app.add_exception_handler(BrokerError, _broker)
     app.add_exception_handler(ConfigurationError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
-__all__ = ["NatsServer", "PostgresServer", "free_port"]
+__all__ = ["NatsServer", "PostgresServer", "ServiceProcess", "free_port"]
 
 SERVER_USER = "twofold-postgres"  # the system user PostgreSQL runs as when we are root
 START_TIMEOUT = 30.0  # seconds
@@ -325,6 +325,72 @@ class NatsServer(_Server):
             return False
 
         self._wait_until(healthy, f"port {self.port}")
+
+
+class ServiceProcess(_Server):
+    """One ``twofold serve`` process: a service's command API, query replica or workers.
+
+    Args:
+        target: what to serve, as ``module:attribute`` (a Service or a System).
+        arguments: the rest of the command line (``--service orders --role queries``).
+        environ: its environment (database and NATS URLs).
+        directory: where its log goes.
+        port: where it listens for HTTP (its API, or health and metrics for workers).
+    """
+
+    name = "twofold service"
+    STOP = signal.SIGTERM  # uvicorn's graceful shutdown: running commands finish, workers stop
+    CRASH = signal.SIGKILL
+
+    def __init__(
+        self,
+        target: str,
+        arguments: list[str],
+        environ: dict[str, str],
+        directory: Path,
+        *,
+        port: int | None = None,
+        log_name: str = "server.log",
+    ) -> None:
+        super().__init__(directory, "twofold-service-")
+        self.port = port or free_port()
+        self.command = [sys.executable, "-m", "twofold.cli", "serve", target, *arguments, "--port", str(self.port)]
+        self.environ = environ
+        self._log_name = log_name
+
+    @property
+    def log(self) -> Path:
+        return self.directory / self._log_name
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the process and wait until its ``/health`` answers."""
+        if self._running():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self._process = _launcher.submit(
+                subprocess.Popen,
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environ,
+                start_new_session=True,
+                preexec_fn=functools.partial(_die_with_parent, signal.SIGTERM),
+            ).result()
+
+        def healthy() -> bool:
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(self.url + "/health", timeout=1.0) as ok,
+            ):
+                return bool(ok.status == 200)
+            return False
+
+        self._wait_until(healthy, self.url)
 
 
 def _nats_binary() -> Path:

@@ -1,0 +1,180 @@
+"""The shop as ``make run-cluster`` runs it: PostgreSQL, NATS and sixteen ``twofold serve`` processes.
+
+One cluster serves the module. Checkout outcomes go through every part (gateway, command APIs,
+JetStream work queues, relays, consumers, sagas, query replicas); the fault tests kill or
+restart one part while orders flow, and then check what must hold whatever happened: every order
+reaches exactly one final status, and the stock left is what the confirmed orders did not take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from examples.shop import shop as system
+from twofold.cluster import Cluster
+from twofold.http.gateway import create_gateway
+
+pytestmark = pytest.mark.slow
+
+DEADLINE_SECONDS = 6  # the payment deadline inside the cluster, short enough to be seen passing
+SETTLE_WITHIN = 60.0  # seconds an order may take to settle, faults included
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    environ = {"SHOP_PAYMENT_DEADLINE_SECONDS": str(DEADLINE_SECONDS), "SHOP_GATEWAY_SLOW_SECONDS": "0.2"}
+
+    with Cluster(
+        "examples.shop:shop", system, tmp_path_factory.mktemp("cluster"), environ={**os.environ, **environ}
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_gateway(system, cluster.upstreams())
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
+        yield http
+
+
+async def ok(client: httpx.AsyncClient, command: str, body: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(100):  # a part being restarted answers 502/503 for a moment: a client retries
+        response = await client.post(f"/commands/{command}", json=body, headers={"Idempotency-Key": _key(body)})
+        if response.status_code not in (502, 503, 504):
+            break
+        await asyncio.sleep(0.2)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _key(body: dict[str, Any]) -> str:
+    return "k-" + "-".join(str(v) for v in body.values() if isinstance(v, str))[:120]
+
+
+async def settled(client: httpx.AsyncClient, customer: str, order_ids: list[str]) -> dict[str, dict[str, Any]]:
+    deadline = asyncio.get_running_loop().time() + SETTLE_WITHIN
+    while True:
+        answer = await client.get("/queries/OrderHistory", params={"customer_id": customer})
+        orders = {o["order_id"]: o for o in answer.json()["orders"]} if answer.status_code == 200 else {}
+        if all(orders.get(o, {}).get("status", "placed") != "placed" for o in order_ids):
+            return orders
+        assert asyncio.get_running_loop().time() < deadline, {o: orders.get(o) for o in order_ids}
+        await asyncio.sleep(0.1)
+
+
+async def available(client: httpx.AsyncClient, sku: str, expected: int) -> int:
+    """Stock of ``sku`` once it reads ``expected``, or whatever it reads after a while."""
+    found = -1
+    for _ in range(100):
+        answer = await client.get("/queries/StockLevel", params={"sku": sku})
+        found = int(answer.json()["available"]) if answer.status_code == 200 else -1
+        if found == expected:
+            break
+        await asyncio.sleep(0.1)
+    return found
+
+
+async def stock(client: httpx.AsyncClient, sku: str, quantity: int, price: str = "2.00") -> None:
+    await ok(client, "AddProduct", {"sku": sku, "name": f"Product {sku}", "price": price})
+    await ok(client, "ReceiveStock", {"sku": sku, "quantity": quantity})
+
+
+async def order(
+    client: httpx.AsyncClient, order_id: str, customer: str, sku: str, quantity: int, card: str | None = None
+) -> None:
+    body: dict[str, Any] = {
+        "order_id": order_id,
+        "customer_id": customer,
+        "lines": [{"sku": sku, "quantity": quantity}],
+    }
+    if card:
+        body["payment"] = card
+    await ok(client, "PlaceOrder", body)
+
+
+async def test_checkout_outcomes_through_the_cluster(client: httpx.AsyncClient) -> None:
+    await stock(client, "C-1", 5, price="3.00")
+    await order(client, "c1-ok", "cust-1", "C-1", 2)
+    await order(client, "c1-declined", "cust-1", "C-1", 1, card="tok_declined")
+    await order(client, "c1-short", "cust-1", "C-1", 9)
+    await order(client, "c1-slow", "cust-1", "C-1", 1, card="tok_slow")
+    await order(client, "c1-late", "cust-1", "C-1", 1, card="tok_unresponsive")
+    orders = await settled(client, "cust-1", ["c1-ok", "c1-declined", "c1-short", "c1-slow", "c1-late"])
+    outcome = {o: (orders[o]["status"], orders[o]["reason"]) for o in orders}
+    assert outcome == {
+        "c1-ok": ("confirmed", None),
+        "c1-declined": ("rejected", "payment declined: card declined"),
+        "c1-short": ("rejected", "out of stock: C-1"),
+        "c1-slow": ("confirmed", None),
+        "c1-late": ("cancelled", "not paid in time"),
+    }
+    assert orders["c1-ok"]["total"] == "6.00"
+    assert await available(client, "C-1", 2) == 2
+
+
+async def test_query_replicas_give_the_same_answers(cluster: Cluster, client: httpx.AsyncClient) -> None:
+    await stock(client, "R-1", 4)
+    await order(client, "r1-a", "cust-r", "R-1", 1)
+    await settled(client, "cust-r", ["r1-a"])
+    answers = []
+    for replica in range(cluster.query_replicas):
+        url = cluster.part("orders", "queries", replica).process.url
+        async with httpx.AsyncClient(base_url=url) as direct:
+            answers.append((await direct.get("/queries/OrderHistory", params={"customer_id": "cust-r"})).json())
+    assert answers[0] == answers[1]
+    assert answers[0]["orders"][0]["status"] == "confirmed"
+
+
+async def orders_under_fault(client: httpx.AsyncClient, prefix: str, fault: Any) -> None:
+    """Place orders before, during and after ``fault``; then check what must hold."""
+    sku = f"{prefix}-S"
+    await stock(client, sku, 12)
+    customer = f"cust-{prefix}"
+    ids = [f"{prefix}-{n}" for n in range(16)]
+    await asyncio.gather(*(order(client, i, customer, sku, 1) for i in ids[:6]))
+    await fault()
+    await asyncio.gather(*(order(client, i, customer, sku, 1) for i in ids[6:]))
+    orders = await settled(client, customer, ids)
+    confirmed = sum(1 for i in ids if orders[i]["status"] == "confirmed")
+    assert confirmed <= 12
+    assert await available(client, sku, 12 - confirmed) == 12 - confirmed
+
+
+async def test_a_workers_process_killed_mid_flow_and_restarted_loses_nothing(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    part = cluster.part("orders", "workers")  # its consumers, relay, saga and projections all die at once
+
+    async def fault() -> None:
+        part.process.stop(fast=False)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(part.process.start)
+
+    await orders_under_fault(client, "kw", fault)
+
+
+async def test_the_inventory_relay_killed_and_restarted_has_no_duplicate_effect(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    part = cluster.part("inventory", "workers")
+
+    async def fault() -> None:
+        part.process.stop(fast=False)
+        await asyncio.to_thread(part.process.start)
+
+    await orders_under_fault(client, "kr", fault)
+
+
+async def test_nats_restarted_during_traffic_loses_nothing(cluster: Cluster, client: httpx.AsyncClient) -> None:
+    async def fault() -> None:
+        await asyncio.to_thread(cluster.nats.restart, fast=False)
+
+    await orders_under_fault(client, "kn", fault)
