@@ -5,6 +5,7 @@ twofold serve examples.shop:shop --role commands     # the command API only
 twofold serve examples.shop:shop --role queries --port 8001
 twofold serve examples.shop:shop --role projections  # the projection worker
 twofold serve examples.shop:shop --role relay        # events to NATS JetStream (needs TWOFOLD_NATS_URL)
+twofold serve myapp:orders --role consumers           # subscribed events from NATS (needs TWOFOLD_NATS_URL)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def load_service(target: str) -> Service:
 @app.command()
 def serve(
     target: Annotated[str, typer.Argument(help="The service, as module:attribute (e.g. examples.shop:shop)")],
-    role: Annotated[str, typer.Option(help="all | commands | queries | projections | relay")] = "all",
+    role: Annotated[str, typer.Option(help="all | commands | queries | projections | relay | consumers")] = "all",
     host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT, default 8000]")] = None,
     dev_postgres: Annotated[
@@ -62,8 +63,10 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a service over HTTP, in one role or all of them."""
-    if role not in ("all", "commands", "queries", "projections", "relay"):
-        raise typer.BadParameter(f"--role must be all, commands, queries, projections or relay (got {role!r})")
+    if role not in ("all", "commands", "queries", "projections", "relay", "consumers"):
+        raise typer.BadParameter(
+            f"--role must be all, commands, queries, projections, relay or consumers (got {role!r})"
+        )
     service = load_service(target)
     with contextlib.ExitStack() as stack:
         environ = dict(os.environ)
@@ -100,7 +103,7 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
     typer.secho(
         f"twofold: serving {service.name} ({role}) on http://{listen_host}:{listen_port}"
         f" — events: {settings.database_url}, read models: {settings.read_database_url}"
-        + (f", NATS: {settings.nats_url}" if settings.nats_url and role in ("all", "relay") else ""),
+        + (f", NATS: {settings.nats_url}" if settings.nats_url and role in ("all", "relay", "consumers") else ""),
         fg="green",
         err=True,
     )

@@ -2,8 +2,8 @@
 
     TWOFOLD_DATABASE_URL       the event store: sqlite:///data/shop.db (default) or postgresql://…
     TWOFOLD_READ_DATABASE_URL  the read models; defaults beside the event store
-    TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there;
-                               unset, nothing is published
+    TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there,
+                               and consumers import the subscribed ones; unset, nothing is published
     HOST, PORT                 where HTTP listens (127.0.0.1:8000)
 
 ``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
@@ -27,7 +27,7 @@ from twofold.store.sqlite import SQLiteEventStore
 
 __all__ = ["Role", "Settings", "runtime_for"]
 
-Role = Literal["all", "commands", "queries", "projections", "relay"]
+Role = Literal["all", "commands", "queries", "projections", "relay", "consumers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,17 +102,23 @@ def _sqlite_path(url: str, variable: str) -> str:
 
 def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Runtime:
     """A runtime for one role: everything, the command API, a query replica, the projection worker,
-    or the relay (which keeps its checkpoint in the read store). ``all`` relays too when NATS is set."""
+    the relay (which keeps its checkpoint in the read store), or the consumers of the service's
+    subscriptions (parking what fails in the read store). ``all`` runs relay and consumers too when NATS is set."""
     relay = settings.nats_url is not None and role in ("all", "relay")
-    if role == "relay" and not relay:
-        raise ConfigurationError("--role relay publishes to NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
-    store = open_event_store(settings.database_url) if role in ("all", "commands", "projections", "relay") else None
+    consume = settings.nats_url is not None and role in ("all", "consumers")
+    if role in ("relay", "consumers") and settings.nats_url is None:
+        verb = "publishes to" if role == "relay" else "imports from"
+        raise ConfigurationError(f"--role {role} {verb} NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
+    both = ("relay", "consumers")
+    store = open_event_store(settings.database_url) if role in ("all", "commands", "projections", *both) else None
     read_store = (
-        open_read_store(settings.read_database_url) if role in ("all", "queries", "projections", "relay") else None
+        open_read_store(settings.read_database_url) if role in ("all", "queries", "projections", *both) else None
     )
     workers: list[Worker] = []
     if relay and store is not None and read_store is not None and settings.nats_url is not None:
         workers.append(_relay(service.name, store, read_store, settings.nats_url))
+    if consume and store is not None and read_store is not None and settings.nats_url is not None:
+        workers.extend(_consumers(service, store, read_store, settings.nats_url))
     return Runtime(service, store=store, read_store=read_store, project=role in ("all", "projections"), workers=workers)
 
 
@@ -122,3 +128,13 @@ def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url
     except ModuleNotFoundError as exc:
         raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
     return JetStreamRelay(service_name, store, read_store, nats_url)
+
+
+def _consumers(service: Service, store: EventStore, read_store: ReadStore, nats_url: str) -> list[Worker]:
+    if not service.subscriptions:
+        return []
+    try:
+        from twofold.broker.consumer import JetStreamConsumer
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
+    return [JetStreamConsumer(service, store, read_store, s, nats_url) for s in service.subscriptions]

@@ -170,7 +170,8 @@ class Importer:
         return RetryResult(imported, len(letters) - imported)
 
     async def _receive_one(self, record: StoredEvent, attempts: int, error: str | None, parked: set[str]) -> Outcome:
-        if record.stream_id in parked:
+        behind = record.stream_id in parked and await self._behind_parked(record)
+        if behind:
             if await self._store.stream_version(self._local(record)) >= record.version:
                 return Outcome.DUPLICATE
             return await self._park(record, attempts, "waiting behind an earlier parked message of its stream", parked)
@@ -179,7 +180,14 @@ class Importer:
         outcome, reason = await self._import(record)
         if outcome is Outcome.RETRY:
             return await self._failed(record, attempts, reason, parked)
+        # It came before what was parked (the gap it fills): let those follow it.
+        if record.stream_id in parked and (await self.retry(record.stream_id)).parked == 0:
+            parked.discard(record.stream_id)
         return outcome
+
+    async def _behind_parked(self, record: StoredEvent) -> bool:
+        letters = await self.dead_letters.parked(self.source, record.stream_id)
+        return bool(letters) and record.version >= letters[0].version
 
     async def _import(self, record: StoredEvent) -> tuple[Outcome, str]:
         """Append one event at its own version: IMPORTED, DUPLICATE, or RETRY with the gap described."""

@@ -197,3 +197,14 @@ async def test_a_gap_that_never_fills_is_parked_after_the_attempts(importer_of: 
     assert await importer.receive(orphan, attempts=2) is Outcome.PARKED
     [letter] = await importer.dead_letters.parked(SOURCE)
     assert letter.error.startswith("gap: stream reservation-o-9 of inventory is imported up to version 0")
+
+
+async def test_the_missing_event_of_a_parked_gap_is_imported_and_lets_the_parked_ones_follow(
+    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+) -> None:
+    importer = importer_of(max_attempts=1)
+    first, second, third = (source_event("reservation-o-1", v, v) for v in (1, 2, 3))
+    assert await importer.receive_many([(second, 1), (third, 1)]) == [Outcome.PARKED, Outcome.PARKED]
+    assert await importer.receive(first) is Outcome.IMPORTED
+    assert await importer.dead_letters.parked() == []
+    assert await local(stores[0], "reservation-o-1") == [(v, f"reservation-o-1/{v}") for v in (1, 2, 3)]

@@ -5,7 +5,8 @@
     app = create_app(runtime, commands=False)      # a query API replica
 
 Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
-projections run), ``/metrics`` (Prometheus) and ``/openapi.json``.
+projections run), ``/metrics`` (Prometheus) and ``/openapi.json``; one with both stores and
+subscriptions also serves ``/dead-letters`` (see :mod:`twofold.http.deadletters`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Response
 from pydantic.json_schema import models_json_schema
 
 from twofold.http.commands import AsyncCommands, command_router
+from twofold.http.deadletters import dead_letter_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
 from twofold.http.problems import install, problem
@@ -76,6 +78,8 @@ def create_app(
         app.include_router(command_router(runtime, background, metrics))
     if queries and runtime.read_store is not None:
         app.include_router(query_router(runtime, query_timeout, metrics))
+    if service.subscriptions and runtime.store is not None and runtime.read_store is not None:
+        app.include_router(dead_letter_router(runtime))
 
     @app.get("/health", tags=["operations"], summary="The process is up")
     async def health() -> dict[str, str]:
