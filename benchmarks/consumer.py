@@ -77,9 +77,7 @@ async def main() -> None:
         await relayed(Path(folder), server.url)
         for batch_size in (64, 256, 1000):
             rate = await imports_per_second(Path(folder), server.url, batch_size)
-            print(
-                f"consumer, SQLite (full durability), batch {batch_size:>4}: {rate:>8,.0f} imports/s", file=sys.stdout
-            )
+            print(f"consumer, SQLite (full durability), batch {batch_size:>4}: {rate:>8,.0f} imports/s")
 
 
 if __name__ == "__main__":
