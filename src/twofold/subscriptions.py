@@ -39,7 +39,17 @@ from twofold.store import NO_STREAM, EventStore, NewEvent, StoredEvent, StreamWr
 if TYPE_CHECKING:
     from twofold.service import Service
 
-__all__ = ["Importer", "Outcome", "RetryResult", "Subscription", "imported_stream_id", "service_event_types"]
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "Importer",
+    "Outcome",
+    "RetryResult",
+    "Subscription",
+    "imported_stream_id",
+    "record_from_json",
+    "record_json",
+    "service_event_types",
+]
 
 DEFAULT_MAX_ATTEMPTS = 5  # tries before a failing message is parked
 

@@ -10,6 +10,9 @@ import twofold
 
 MODULES = [
     "twofold",
+    "twofold.broker.consumer",
+    "twofold.broker.inprocess",
+    "twofold.deadletters",
     "twofold.errors",
     "twofold.http",
     "twofold.messages",
@@ -20,6 +23,7 @@ MODULES = [
     "twofold.store.memory",
     "twofold.store.postgres",
     "twofold.store.sqlite",
+    "twofold.subscriptions",
     "twofold.testing",
     "twofold.testing.contracts",
     "twofold.testing.servers",

@@ -48,7 +48,7 @@ from twofold.service import Service
 from twofold.store import EventStore, StoredEvent
 from twofold.subscriptions import DEFAULT_MAX_ATTEMPTS, Importer, Outcome, Subscription
 
-__all__ = ["JetStreamConsumer", "consumer_name", "decode_event"]
+__all__ = ["JetStreamConsumer", "category_filter", "consumer_name", "decode_event"]
 
 log = logging.getLogger("twofold.broker.consumer")
 
