@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_GAP_ATTEMPTS",
     "Importer",
     "Outcome",
     "RetryResult",
@@ -52,6 +53,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_ATTEMPTS = 5  # tries before a failing message is parked
+# Deliveries before a gap is parked: its predecessor may be a message a crashed or stopped
+# consumer had fetched, which JetStream delivers again only after the acknowledgement wait
+# (10 s by default); with the consumer's back-off, 20 deliveries span about 80 s.
+DEFAULT_MAX_GAP_ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,7 @@ class Importer:
         read_store: where the dead letters live.
         subscription: what is imported, and from where.
         max_attempts: deliveries of a failing message before it is parked.
+        max_gap_attempts: deliveries of an event whose predecessor has not arrived before it is parked.
         decode_raw: reads a message that was parked unreadable (the transport's decoder), for retries.
     """
 
@@ -122,12 +128,16 @@ class Importer:
         subscription: Subscription,
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_gap_attempts: int | None = None,
         decode_raw: Callable[[str], StoredEvent] | None = None,
     ) -> None:
         self.source = subscription.source
         self.subscription = subscription
         self.dead_letters = DeadLetters(read_store)
         self.max_attempts = max_attempts
+        self.max_gap_attempts = max(
+            max_attempts, DEFAULT_MAX_GAP_ATTEMPTS if max_gap_attempts is None else max_gap_attempts
+        )
         self._store = store
         self._types = service_event_types(service)
         self._decode_raw = decode_raw
@@ -189,7 +199,7 @@ class Importer:
             return await self._failed(record, attempts, error, parked)
         outcome, reason = await self._import(record)
         if outcome is Outcome.RETRY:
-            return await self._failed(record, attempts, reason, parked)
+            return await self._failed(record, attempts, reason, parked, self.max_gap_attempts)
         # It came before what was parked (the gap it fills): let those follow it.
         if record.stream_id in parked and (await self.retry(record.stream_id)).parked == 0:
             parked.discard(record.stream_id)
@@ -213,8 +223,10 @@ class Importer:
             )
         return Outcome.IMPORTED, ""
 
-    async def _failed(self, record: StoredEvent, attempts: int, error: str, parked: set[str]) -> Outcome:
-        if attempts < self.max_attempts:
+    async def _failed(
+        self, record: StoredEvent, attempts: int, error: str, parked: set[str], limit: int | None = None
+    ) -> Outcome:
+        if attempts < (self.max_attempts if limit is None else limit):
             return Outcome.RETRY
         return await self._park(record, attempts, error, parked)
 

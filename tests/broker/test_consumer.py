@@ -18,6 +18,7 @@ from twofold.broker.cloudevents import CONTENT_TYPE, encode
 from twofold.broker.consumer import JetStreamConsumer, consumer_name
 from twofold.broker.nats import JetStreamRelay
 from twofold.broker.subjects import events_subject
+from twofold.errors import StoreError
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import EventStore, NewEvent
 from twofold.store.sqlite import SQLiteEventStore
@@ -194,3 +195,44 @@ async def test_poison_is_parked_shown_in_metrics_and_drained_through_the_api_aft
         assert await pair.imported() == await streams(pair.source_store)
     pair.store = SQLiteEventStore(tmp_path / "target.db")  # for the fixture to close
     pair.read_store = SQLiteReadStore(tmp_path / "target-read.db")
+
+
+class FailingStore:
+    """The target store, failing its first ``failures`` appends as a database that is down would."""
+
+    def __init__(self, store: EventStore, failures: int) -> None:
+        self._store, self.failures = store, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def _fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("the database is down")
+
+    async def append(self, *args: Any, **kwargs: Any) -> Any:
+        await self._fail()
+        return await self._store.append(*args, **kwargs)
+
+    async def append_streams(self, *args: Any, **kwargs: Any) -> Any:
+        await self._fail()
+        return await self._store.append_streams(*args, **kwargs)
+
+
+async def test_a_store_failure_mid_batch_is_retried_and_loses_nothing(pair: Pair) -> None:
+    for number in range(40):
+        await reserve(pair.source_store, f"reservation-o-{number % 5}")
+    await pair.relay.start()
+    failing = FailingStore(pair.store, failures=3)
+    service = orders_service(pair.target, pair.source)
+    consumer = JetStreamConsumer(
+        service, failing, pair.read_store, service.subscriptions[0], pair.nats_url, batch_size=8, retry_delays=[0.05]
+    )  # type: ignore[arg-type]
+    pair.consumers.append(consumer)
+    await consumer.start()
+
+    await eventually(lambda: _head_is(pair.store, 40), "everything imported once the store is back")
+    assert failing.failures == 0
+    assert await pair.imported() == await streams(pair.source_store)
+    assert await pair.store.head_position() == 40

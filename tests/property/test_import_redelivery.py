@@ -53,7 +53,10 @@ async def scenario(folder: Path, streams: list[int], batches: list[list[int]], m
     source, events = await source_events(streams)
     target, read_store = MemoryEventStore(), SQLiteReadStore(folder / "read.db")
     service = Service("orders", subscriptions=[Subscription(SOURCE, ["reservation"])])
-    importer = Importer(service, target, read_store, service.subscriptions[0], max_attempts=max_attempts)
+    subscription = service.subscriptions[0]
+    importer = Importer(
+        service, target, read_store, subscription, max_attempts=max_attempts, max_gap_attempts=max_attempts
+    )
     pending = deque(batches)
     delivered: Counter[int] = Counter()
     rounds = 0

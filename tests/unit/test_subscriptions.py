@@ -61,9 +61,12 @@ ImporterFactory = Callable[..., Importer]
 
 @pytest.fixture
 def importer_of(stores: tuple[EventStore, SQLiteReadStore]) -> ImporterFactory:
-    def make(max_attempts: int = 3) -> Importer:
+    def make(max_attempts: int = 3, max_gap_attempts: int | None = None) -> Importer:
         store, read_store = stores
-        return Importer(service(), store, read_store, Subscription(SOURCE, ["reservation"]), max_attempts=max_attempts)
+        subscription = Subscription(SOURCE, ["reservation"])
+        return Importer(
+            service(), store, read_store, subscription, max_attempts=max_attempts, max_gap_attempts=max_gap_attempts
+        )
 
     return make
 
@@ -190,11 +193,11 @@ async def test_an_unreadable_message_is_retried_then_parked_without_a_stream(imp
     assert (await importer.retry()).parked == 1  # no decoder given: it stays
 
 
-async def test_a_gap_that_never_fills_is_parked_after_the_attempts(importer_of: ImporterFactory) -> None:
-    importer = importer_of(max_attempts=2)
+async def test_a_gap_that_never_fills_is_parked_after_its_own_longer_attempts(importer_of: ImporterFactory) -> None:
+    importer = importer_of(max_attempts=2, max_gap_attempts=4)
     orphan = source_event("reservation-o-9", 2, 5)
-    assert await importer.receive(orphan, attempts=1) is Outcome.RETRY
-    assert await importer.receive(orphan, attempts=2) is Outcome.PARKED
+    assert await importer.receive(orphan, attempts=3) is Outcome.RETRY
+    assert await importer.receive(orphan, attempts=4) is Outcome.PARKED
     [letter] = await importer.dead_letters.parked(SOURCE)
     assert letter.error.startswith("gap: stream reservation-o-9 of inventory is imported up to version 0")
 
@@ -202,7 +205,7 @@ async def test_a_gap_that_never_fills_is_parked_after_the_attempts(importer_of: 
 async def test_the_missing_event_of_a_parked_gap_is_imported_and_lets_the_parked_ones_follow(
     importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
 ) -> None:
-    importer = importer_of(max_attempts=1)
+    importer = importer_of(max_attempts=1, max_gap_attempts=1)
     first, second, third = (source_event("reservation-o-1", v, v) for v in (1, 2, 3))
     assert await importer.receive_many([(second, 1), (third, 1)]) == [Outcome.PARKED, Outcome.PARKED]
     assert await importer.receive(first) is Outcome.IMPORTED

@@ -54,6 +54,8 @@ log = logging.getLogger("twofold.broker.consumer")
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before a message is delivered again, by attempt; then 5 s
 FAILURE_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before fetching again after the consumer itself failed
+FETCH_WAIT = 1.0  # seconds a fetch waits for messages (its pull request expires with it)
+STOP_GRACE = 5.0  # seconds beyond a fetch that stopping waits for the batch at hand
 
 
 def consumer_name(service: str, source: str) -> str:
@@ -82,6 +84,7 @@ class JetStreamConsumer:
         nats_url: the NATS server(s).
         batch_size: the most messages fetched and imported together.
         max_attempts: deliveries of a failing message before it is parked.
+        max_gap_attempts: deliveries of an event whose predecessor has not arrived before it is parked.
         ack_wait: seconds JetStream waits for an acknowledgement before delivering again.
         retry_delays: seconds before a message that could not be imported yet is delivered again, by attempt.
     """
@@ -96,13 +99,20 @@ class JetStreamConsumer:
         *,
         batch_size: int = 256,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        ack_wait: float = 30.0,
+        max_gap_attempts: int | None = None,
+        ack_wait: float = 10.0,
         retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
         self.name = consumer_name(service.name, subscription.source)
         self.stream = events_stream(subscription.source)
         self.importer = Importer(
-            service, store, read_store, subscription, max_attempts=max_attempts, decode_raw=decode_event
+            service,
+            store,
+            read_store,
+            subscription,
+            max_attempts=max_attempts,
+            max_gap_attempts=max_gap_attempts,
+            decode_raw=decode_event,
         )
         self._subscription = subscription
         self._url = nats_url
@@ -112,6 +122,7 @@ class JetStreamConsumer:
         self._client: Client | None = None
         self._pull: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.position = 0  # the last source position this consumer finished with
         self.pending = 0  # messages JetStream has not had acknowledged yet, when last asked
         self.imported = 0
@@ -131,11 +142,21 @@ class JetStreamConsumer:
             return
         await self.importer.dead_letters.setup()
         self.last_progress = utc_now()
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"consumer {self.name}")
 
     async def stop(self) -> None:
-        """Stop consuming and close the connection; unacknowledged messages are delivered again later."""
+        """Finish the batch at hand, then close the connection.
+
+        The consumer stops between fetches, so that no pull request of its own outlives it on the
+        server (messages sent to a request nobody reads come again only after ``ack_wait``). If
+        that takes longer than a fetch and a batch should, it is cancelled: nothing is lost, its
+        unacknowledged messages come again later.
+        """
         if self._task is not None:
+            self._stopping.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), FETCH_WAIT + STOP_GRACE)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -163,7 +184,7 @@ class JetStreamConsumer:
         return Progress(self.name, self.position, self.position + self.pending, self.last_progress, self._waiting_since)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._consume()
             except asyncio.CancelledError:
@@ -174,13 +195,14 @@ class JetStreamConsumer:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer %s failed (%s); retrying in %ss", self.name, self.last_error, delay)
                 await self._drop_subscription()
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait
+                    await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _consume(self) -> None:
         pull = await self._subscribe()
-        while True:
+        while not self._stopping.is_set():
             try:
-                messages = await pull.fetch(self._batch_size, timeout=1.0)
+                messages = await pull.fetch(self._batch_size, timeout=FETCH_WAIT)
             except (FetchTimeout, TimeoutError):  # nats-py raises either when nothing came
                 continue
             await self._handle(messages)
@@ -235,7 +257,14 @@ class JetStreamConsumer:
                 outcomes[index] = await self.importer.receive_unreadable(
                     text, msg.metadata.sequence.stream, str(exc), msg.metadata.num_delivered
                 )
-        results = await self.importer.receive_many([(e, m.metadata.num_delivered) for m, e in readable])
+        try:
+            results = await self.importer.receive_many([(e, m.metadata.num_delivered) for m, e in readable])
+        except Exception:  # the store failed: nothing of the batch is acknowledged; have it all again soon
+            for index, msg in enumerate(messages):
+                with contextlib.suppress(Exception):  # the connection may be what failed
+                    parked = outcomes.get(index) is Outcome.PARKED
+                    await (msg.ack() if parked else msg.nak(delay=self._retry_delays[-1]))
+            raise
         by_msg = {id(m): o for (m, _), o in zip(readable, results, strict=True)}
         for index, msg in enumerate(messages):
             outcome = outcomes.get(index) or by_msg[id(msg)]
