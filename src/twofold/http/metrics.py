@@ -25,6 +25,7 @@ class Metrics:
 
     def __init__(self, stall_after: float = DEFAULT_STALL_AFTER) -> None:
         self.stall_after = stall_after
+        self._letters: DeadLetters | None = None
         self.registry = CollectorRegistry()
         self.commands = Counter(
             "twofold_commands", "Commands handled, by type and outcome", ["command", "outcome"], registry=self.registry
@@ -106,9 +107,13 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def _dead_letters(self, runtime: Runtime) -> None:
-        if runtime.read_store is None or not runtime.service.subscriptions:
+        # Only where subscriptions import (an event store beside the read store): a query replica's
+        # read store may be read-only, and the table is made on first use.
+        if runtime.store is None or runtime.read_store is None or not runtime.service.subscriptions:
             return
-        counts = await DeadLetters(runtime.read_store).counts()
+        if self._letters is None:
+            self._letters = DeadLetters(runtime.read_store)
+        counts = await self._letters.counts()
         for subscription in runtime.service.subscriptions:
             self.dead_letters.labels(subscription.source).set(counts.get(subscription.source, 0))
 
