@@ -71,7 +71,17 @@ class Subscription:
     categories: Sequence[str]
 
     def __post_init__(self) -> None:
+        if isinstance(self.categories, str):  # a lone string would be taken letter by letter
+            raise ValueError(f"Subscription to {self.source}: categories must be a list, e.g. [{self.categories!r}]")
         object.__setattr__(self, "categories", tuple(self.categories))
+        if not self.source or not self.categories:
+            raise ValueError(f"Subscription to {self.source!r}: name the source and at least one category")
+        bad = [c for c in self.categories if not c or "-" in c]
+        if bad:
+            raise ValueError(
+                f"Subscription to {self.source}: {bad[0]!r} is not a category (the text of a stream id "
+                "before its first '-', e.g. 'reservation' for reservation-o-1)"
+            )
 
 
 def imported_stream_id(source: str, stream_id: str) -> str:

@@ -228,7 +228,7 @@ async def test_a_store_failure_mid_batch_is_retried_and_loses_nothing(pair: Pair
     service = orders_service(pair.target, pair.source)
     consumer = JetStreamConsumer(
         service, failing, pair.read_store, service.subscriptions[0], pair.nats_url, batch_size=8, retry_delays=[0.05]
-    )  # type: ignore[arg-type]
+    )
     pair.consumers.append(consumer)
     await consumer.start()
 
@@ -236,3 +236,28 @@ async def test_a_store_failure_mid_batch_is_retried_and_loses_nothing(pair: Pair
     assert failing.failures == 0
     assert await pair.imported() == await streams(pair.source_store)
     assert await pair.store.head_position() == 40
+
+
+async def test_a_consumer_that_cannot_import_while_messages_wait_turns_ready_red(pair: Pair, tmp_path: Path) -> None:
+    for number in range(5):
+        await reserve(pair.source_store, f"reservation-o-{number}")
+    await pair.relay.start()
+    failing = FailingStore(pair.store, failures=10**6)  # the database stays down
+    service = orders_service(pair.target, pair.source)
+    consumer = JetStreamConsumer(service, failing, pair.read_store, service.subscriptions[0], pair.nats_url)
+    pair.consumers.append(consumer)
+    stores = lambda: (pair.store, pair.read_store)  # noqa: E731
+
+    async with serve(service, tmp_path, stores=stores, workers=[consumer], stall_after=0.3) as api:
+
+        async def stuck() -> bool:
+            return (await api.client.get("/ready")).status_code == 503
+
+        await eventually(stuck, "/ready to say the consumer is stuck")
+        body = assert_problem(await api.client.get("/ready"), 503, "not-ready")
+        assert list(body["stuck"]) == [consumer.name]
+        text = (await api.client.get("/metrics")).text
+        assert metric(text, "twofold_worker_stuck", worker=consumer.name) == 1
+        assert metric(text, "twofold_worker_lag_events", worker=consumer.name) == 5
+    pair.store = SQLiteEventStore(tmp_path / "target.db")  # the app closed them; the fixture closes these
+    pair.read_store = SQLiteReadStore(tmp_path / "target-read.db")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from twofold import Database, Event, Projection, Service, StoredEvent
 from twofold.deadletters import UNREADABLE_STREAM, DeadLetter
 from twofold.messages import utc_now
+from twofold.readmodels import ReadStore
+from twofold.readmodels.postgres import PostgresReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import EventStore
 from twofold.store.memory import MemoryEventStore
+from twofold.store.postgres import PostgresEventStore
 from twofold.store.sqlite import SQLiteEventStore
 from twofold.subscriptions import Importer, Outcome, Subscription, imported_stream_id, record_json
 
@@ -47,10 +51,16 @@ def source_event(stream: str, version: int, position: int, *, quantity: object =
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[EventStore, SQLiteReadStore]]:
-    store: EventStore = MemoryEventStore() if request.param == "memory" else SQLiteEventStore(tmp_path / "e.db")
-    read_store = SQLiteReadStore(tmp_path / "read.db")
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[EventStore, ReadStore]]:
+    store: EventStore
+    read_store: ReadStore
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        store, read_store = PostgresEventStore(url), PostgresReadStore(url)
+    else:
+        store = MemoryEventStore() if request.param == "memory" else SQLiteEventStore(tmp_path / "e.db")
+        read_store = SQLiteReadStore(tmp_path / "read.db")
     yield store, read_store
     await store.close()
     await read_store.close()
@@ -60,7 +70,7 @@ ImporterFactory = Callable[..., Importer]
 
 
 @pytest.fixture
-def importer_of(stores: tuple[EventStore, SQLiteReadStore]) -> ImporterFactory:
+def importer_of(stores: tuple[EventStore, ReadStore]) -> ImporterFactory:
     def make(max_attempts: int = 3, max_gap_attempts: int | None = None) -> Importer:
         store, read_store = stores
         subscription = Subscription(SOURCE, ["reservation"])
@@ -76,7 +86,7 @@ async def local(store: EventStore, stream: str) -> list[tuple[int, str]]:
 
 
 async def test_an_import_keeps_version_id_type_data_and_adds_where_it_came_from(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     event = source_event("reservation-o-1", 1, 42)
     assert await importer_of().receive(event) is Outcome.IMPORTED
@@ -93,7 +103,7 @@ async def test_an_import_keeps_version_id_type_data_and_adds_where_it_came_from(
 
 
 async def test_a_duplicate_however_late_changes_nothing(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of()
     first, second = source_event("reservation-o-1", 1, 1), source_event("reservation-o-1", 2, 2)
@@ -105,7 +115,7 @@ async def test_a_duplicate_however_late_changes_nothing(
 
 
 async def test_an_event_whose_predecessor_has_not_arrived_waits_and_order_is_kept(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of()
     first, second = source_event("reservation-o-1", 1, 1), source_event("reservation-o-1", 2, 2)
@@ -117,7 +127,7 @@ async def test_an_event_whose_predecessor_has_not_arrived_waits_and_order_is_kep
 
 
 async def test_poison_is_parked_with_the_later_events_of_its_stream_while_another_stream_flows(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of(max_attempts=2)
     good = source_event("reservation-o-1", 1, 1)
@@ -140,7 +150,7 @@ async def test_poison_is_parked_with_the_later_events_of_its_stream_while_anothe
 
 
 async def test_retry_that_still_fails_stops_at_the_first_and_keeps_the_rest_parked(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of(max_attempts=1)
     await importer.receive(source_event("reservation-o-1", 1, 1))
@@ -156,7 +166,7 @@ async def test_retry_that_still_fails_stops_at_the_first_and_keeps_the_rest_park
 
 
 async def test_retry_with_the_fix_deployed_drains_the_stream_in_order(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of(max_attempts=1)
     await importer.receive(source_event("reservation-o-1", 1, 1))
@@ -174,7 +184,7 @@ async def test_retry_with_the_fix_deployed_drains_the_stream_in_order(
 
 
 async def test_a_parked_message_that_was_imported_meanwhile_is_dropped_by_retry(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of(max_attempts=1)
     event = source_event("reservation-o-1", 1, 1)
@@ -203,7 +213,7 @@ async def test_a_gap_that_never_fills_is_parked_after_its_own_longer_attempts(im
 
 
 async def test_the_missing_event_of_a_parked_gap_is_imported_and_lets_the_parked_ones_follow(
-    importer_of: ImporterFactory, stores: tuple[EventStore, SQLiteReadStore]
+    importer_of: ImporterFactory, stores: tuple[EventStore, ReadStore]
 ) -> None:
     importer = importer_of(max_attempts=1, max_gap_attempts=1)
     first, second, third = (source_event("reservation-o-1", v, v) for v in (1, 2, 3))
@@ -211,3 +221,17 @@ async def test_the_missing_event_of_a_parked_gap_is_imported_and_lets_the_parked
     assert await importer.receive(first) is Outcome.IMPORTED
     assert await importer.dead_letters.parked() == []
     assert await local(stores[0], "reservation-o-1") == [(v, f"reservation-o-1/{v}") for v in (1, 2, 3)]
+
+
+@pytest.mark.parametrize(
+    ("source", "categories", "message"),
+    [
+        ("inventory", "reservation", r"categories must be a list, e.g. \['reservation'\]"),
+        ("inventory", [], r"name the source and at least one category"),
+        ("", ["reservation"], r"name the source and at least one category"),
+        ("inventory", ["reservation-o-1"], r"'reservation-o-1' is not a category \(the text of a stream id"),
+    ],
+)
+def test_a_subscription_names_a_source_and_whole_categories(source: str, categories: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Subscription(source, categories)
