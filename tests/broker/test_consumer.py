@@ -10,6 +10,7 @@ from typing import Any
 
 import nats
 import pytest
+from conftest import StoreFactory
 
 from tests.broker.consumer_app import orders_service
 from tests.http import assert_problem, serve
@@ -261,3 +262,24 @@ async def test_a_consumer_that_cannot_import_while_messages_wait_turns_ready_red
         assert metric(text, "twofold_worker_lag_events", worker=consumer.name) == 5
     pair.store = SQLiteEventStore(tmp_path / "target.db")  # the app closed them; the fixture closes these
     pair.read_store = SQLiteReadStore(tmp_path / "target-read.db")
+
+
+async def test_a_consumer_imports_into_either_backend(tmp_path: Path, nats_url: str, open_stores: StoreFactory) -> None:
+    source, number = Pair(tmp_path, nats_url), next(_names)
+    target_name = f"pgord{number}"
+    store, read_store = open_stores()
+    for count in range(60):
+        await reserve(source.source_store, f"reservation-o-{count % 4}", count)
+    await source.relay.start()
+    service = orders_service(target_name, source.source)
+    consumer = JetStreamConsumer(service, store, read_store, service.subscriptions[0], nats_url, batch_size=16)
+    try:
+        await consumer.start()
+        await eventually(lambda: _head_is(store, 60), "every event imported")
+        assert await streams(store, f"{source.source}.") == await streams(source.source_store)
+        assert await store.head_position() == 60
+    finally:
+        await consumer.stop()
+        await store.close()
+        await read_store.close()
+        await source.close()
