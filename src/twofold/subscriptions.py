@@ -188,16 +188,20 @@ class Importer:
         behind it. Safe to run again, or beside a consumer: each message is imported before its
         row is removed, and importing it again changes nothing.
         """
-        letters = await self.dead_letters.parked(self.source, stream_id)
         imported, blocked = 0, set[str]()
-        for letter in letters:
-            if letter.stream_id in blocked:
-                continue
-            if await self._retry_one(letter):
-                imported += 1
-            else:
-                blocked.add(letter.stream_id)
-        return RetryResult(imported, len(letters) - imported)
+        while True:  # again while it lets messages in: a consumer may park more behind them meanwhile
+            letters = [x for x in await self.dead_letters.parked(self.source, stream_id) if x.stream_id not in blocked]
+            before = imported
+            for letter in letters:
+                if letter.stream_id in blocked:
+                    continue
+                if await self._retry_one(letter):
+                    imported += 1
+                else:
+                    blocked.add(letter.stream_id)
+            if imported == before:
+                break
+        return RetryResult(imported, len(await self.dead_letters.parked(self.source, stream_id)))
 
     async def _receive_one(self, record: StoredEvent, attempts: int, error: str | None, parked: set[str]) -> Outcome:
         behind = record.stream_id in parked and await self._behind_parked(record)
