@@ -1,11 +1,14 @@
 """The ``twofold`` command line.
 
-twofold serve examples.shop:shop                     # the whole service, embedded
-twofold serve examples.shop:shop --role commands     # the command API only
-twofold serve examples.shop:shop --role queries --port 8001
-twofold serve examples.shop:shop --role projections  # the projection worker
-twofold serve examples.shop:shop --role relay        # events to NATS JetStream (needs TWOFOLD_NATS_URL)
-twofold serve examples.shop:shop --role command-worker  # runs queued 202 commands (needs TWOFOLD_NATS_URL)
+twofold serve examples.shop:shop                               # a whole system in one process (embedded)
+twofold serve examples.shop:shop --service orders --role queries --port 8001   # one part of it
+twofold cluster examples.shop:shop                             # every part in its own process, on
+                                                               # PostgreSQL and NATS (make run-cluster)
+twofold serve myapp:orders                                     # a single service, every role
+twofold serve myapp:orders --role commands                     # the command API only
+
+Roles: all, commands, queries, projections (and sagas), relay, consumers, command-worker (the
+last three need TWOFOLD_NATS_URL), and workers (every background part, as the cluster runs them).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
-from twofold.config import Role, Settings, async_commands_for, runtime_for
+from twofold.config import ROLES, Role, Settings, async_commands_for, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.service import Service
+from twofold.system import System
 
 app = typer.Typer(help="Run and operate twofold services.", no_args_is_help=True, add_completion=False)
 
@@ -36,44 +40,99 @@ def _root() -> None:
     """Run and operate twofold services."""
 
 
-def load_service(target: str) -> Service:
-    """``package.module:attribute`` → the :class:`Service` it names (the working directory is importable)."""
+def load_target(target: str) -> Service | System:
+    """``package.module:attribute`` → the Service or System it names (the working directory is importable)."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise typer.BadParameter(f"{target!r} is not module:attribute, e.g. examples.shop:shop")
     if "" not in sys.path:
         sys.path.insert(0, "")
     try:
-        service = getattr(importlib.import_module(module_name), attribute)
+        found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise typer.BadParameter(f"cannot load {target!r}: {exc}") from exc
-    if not isinstance(service, Service):
-        raise typer.BadParameter(f"{target!r} is a {type(service).__name__}, not a twofold Service")
-    return service
+    if not isinstance(found, Service | System):
+        raise typer.BadParameter(f"{target!r} is a {type(found).__name__}, not a twofold Service or System")
+    return found
+
+
+def load_service(target: str) -> Service:
+    """``package.module:attribute`` → the :class:`Service` it names."""
+    found = load_target(target)
+    if not isinstance(found, Service):
+        raise typer.BadParameter(f"{target!r} is a System; name one of its services with --service")
+    return found
 
 
 @app.command()
 def serve(
-    target: Annotated[str, typer.Argument(help="The service, as module:attribute (e.g. examples.shop:shop)")],
-    role: Annotated[str, typer.Option(help="all | commands | queries | projections | relay | command-worker")] = "all",
+    target: Annotated[str, typer.Argument(help="A Service or a System, as module:attribute (examples.shop:shop)")],
+    service_name: Annotated[
+        str | None, typer.Option("--service", help="Of a System: serve this one service (cluster mode)")
+    ] = None,
+    role: Annotated[str, typer.Option(help=" | ".join(ROLES))] = "all",
     host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT, default 8000]")] = None,
     dev_postgres: Annotated[
         bool, typer.Option("--dev-postgres", help="Start a development PostgreSQL in ./data/postgres and use it")
     ] = False,
 ) -> None:
-    """Serve a service over HTTP, in one role or all of them."""
-    if role not in ("all", "commands", "queries", "projections", "relay", "command-worker"):
-        raise typer.BadParameter(
-            f"--role must be all, commands, queries, projections, relay or command-worker (got {role!r})"
-        )
-    service = load_service(target)
+    """Serve a service, or a whole system, over HTTP: in one role or all of them."""
+    if role not in ROLES:
+        raise typer.BadParameter(f"--role must be one of {', '.join(ROLES)} (got {role!r})")
+    found = load_target(target)
     with contextlib.ExitStack() as stack:
         environ = dict(os.environ)
+        if isinstance(found, System):
+            if service_name is None:
+                if role != "all":
+                    raise typer.BadParameter("A whole system runs with --role all; pick a part with --service")
+                if dev_postgres:
+                    environ.update(stack.enter_context(_dev_postgres_system(found)))
+                _serve_system(found, host, port, environ)
+                return
+            from twofold.embedded import service_environ
+
+            service = found.service(service_name)
+            environ = service_environ(environ, service.name)
+        else:
+            service = found
         if dev_postgres:
             environ["TWOFOLD_DATABASE_URL"] = stack.enter_context(_dev_postgres(service.name))
             environ.pop("TWOFOLD_READ_DATABASE_URL", None)
         _serve(service, role, host, port, environ)
+
+
+@app.command()
+def cluster(
+    target: Annotated[str, typer.Argument(help="A System, as module:attribute (examples.shop:shop)")],
+    port: Annotated[int | None, typer.Option(help="The gateway's port [env PORT, default 8000]")] = None,
+    replicas: Annotated[int, typer.Option(min=1, max=8, help="Query API processes per service")] = 2,
+    data: Annotated[Path, typer.Option(help="Where PostgreSQL, NATS and the logs live")] = Path("data/cluster"),
+) -> None:
+    """Run a system as in production, on this machine: PostgreSQL, NATS and a process per part."""
+    from twofold.cluster import Cluster
+    from twofold.http.gateway import create_gateway
+
+    system = load_target(target)
+    if not isinstance(system, System):
+        raise typer.BadParameter(f"{target!r} is a single service; twofold cluster runs a System")
+    listen_port = port or int(os.environ.get("PORT", "8000"))
+    typer.secho(f"twofold: starting {system.name} — PostgreSQL, NATS and its processes, in {data}", err=True)
+    with Cluster(target, system, data, query_replicas=replicas) as running:
+        typer.secho(f"  PostgreSQL     {running.postgres.url()}", err=True)
+        typer.secho(f"  NATS           {running.nats.url}", err=True)
+        for part in running.parts:
+            typer.secho(f"  {part.label:<22} {part.process.url}   log: {part.process.log}", err=True)
+        typer.secho(
+            f"twofold: {system.name} on http://127.0.0.1:{listen_port} (the gateway) — Ctrl-C stops everything",
+            fg="green",
+            err=True,
+        )
+        _warn_no_auth()
+        gateway = create_gateway(system, running.upstreams())
+        uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning")
+    typer.secho("twofold: stopped", err=True)
 
 
 @contextlib.contextmanager
@@ -89,13 +148,29 @@ def _dev_postgres(database: str) -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def _dev_postgres_system(system: System) -> Iterator[dict[str, str]]:
+    """One development PostgreSQL, a database per service; the variables that point each service at its own."""
+    from twofold.testing.servers import PostgresServer
+
+    server = PostgresServer(Path("data") / "postgres")
+    server.start()
+    try:
+        yield {
+            f"TWOFOLD_{s.name.upper().replace('-', '_')}_DATABASE_URL": server.create_database(s.name, exist_ok=True)
+            for s in system.services
+        }
+    finally:
+        server.stop()
+
+
 def _serve(service: Service, role: str, host: str | None, port: int | None, environ: dict[str, str]) -> None:
     from twofold.http import create_app
 
     try:
         settings = Settings.from_env(service, environ)
         runtime = runtime_for(service, settings, cast(Role, role))
-        queue = async_commands_for(runtime, settings)
+        queue = async_commands_for(runtime, settings) if role in ("all", "commands") else None
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
@@ -106,11 +181,40 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
     typer.secho(
         f"twofold: serving {service.name} ({role}) on http://{listen_host}:{listen_port}"
         f" — events: {settings.database_url}, read models: {settings.read_database_url}"
-        + (f", NATS: {settings.nats_url}" if settings.nats_url and role not in ("queries", "projections") else ""),
+        + (f", NATS: {settings.nats_url}" if settings.nats_url and role not in ("queries",) else ""),
         fg="green",
         err=True,
     )
     uvicorn.run(http, host=listen_host, port=listen_port, log_level="info")
+
+
+def _serve_system(system: System, host: str | None, port: int | None, environ: dict[str, str]) -> None:
+    from twofold.embedded import embedded_runtimes, service_environ
+    from twofold.http.gateway import gateway_in_process
+
+    try:
+        runtimes = embedded_runtimes(system, environ)
+        settings = Settings.from_env(system.services[0], environ)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    listen_host, listen_port = host or settings.host, port or settings.port
+    typer.secho(
+        f"twofold: serving {system.name} on http://{listen_host}:{listen_port}, embedded:", fg="green", err=True
+    )
+    for service in system.services:
+        own = Settings.from_env(service, service_environ(environ, service.name))
+        typer.secho(f"  {service.name:<12} events: {own.database_url}, read models: {own.read_database_url}", err=True)
+    _warn_no_auth()
+    uvicorn.run(gateway_in_process(system, runtimes), host=listen_host, port=listen_port, log_level="info")
+
+
+def _warn_no_auth() -> None:
+    typer.secho(
+        "twofold: authentication is OFF — anyone who can reach these ports may read and write; loopback only",
+        fg="yellow",
+        err=True,
+    )
 
 
 def main() -> None:

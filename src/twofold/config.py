@@ -3,8 +3,9 @@
     TWOFOLD_DATABASE_URL       the event store: sqlite:///data/shop.db (default) or postgresql://…
     TWOFOLD_READ_DATABASE_URL  the read models; defaults beside the event store
     TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there,
-                               and asynchronous commands go to its work queue for command workers;
-                               unset, nothing is published and 202 commands run in the API process
+                               consumers import the subscribed ones, sagas send their commands and
+                               asynchronous commands wait there for command workers; unset, nothing
+                               is published and 202 commands run in the API process
     HOST, PORT                 where HTTP listens (127.0.0.1:8000)
 
 ``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
@@ -13,11 +14,13 @@
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from twofold.bus import CommandSender
 from twofold.command_queue import CommandQueue
 from twofold.errors import ConfigurationError
 from twofold.readmodels import ReadStore
@@ -29,7 +32,9 @@ from twofold.store.sqlite import SQLiteEventStore
 
 __all__ = ["Role", "Settings", "async_commands_for", "runtime_for"]
 
-Role = Literal["all", "commands", "queries", "projections", "relay", "command-worker"]
+Role = Literal["all", "commands", "queries", "projections", "relay", "consumers", "command-worker", "workers"]
+ROLES: tuple[Role, ...] = typing.get_args(Role)
+NATS_ROLES = ("relay", "consumers", "command-worker", "workers")  # nothing to do without NATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,30 +108,48 @@ def _sqlite_path(url: str, variable: str) -> str:
 
 
 def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Runtime:
-    """A runtime for one role: everything, the command API, a query replica, the projection worker,
-    or the relay (which keeps its checkpoint in the read store). ``all`` relays too when NATS is set."""
-    relay = settings.nats_url is not None and role in ("all", "relay")
-    if role == "relay" and not relay:
-        raise ConfigurationError("--role relay publishes to NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
-    command_worker = settings.nats_url is not None and role in ("all", "command-worker")
-    if role == "command-worker" and not command_worker:
-        raise ConfigurationError(
-            "--role command-worker takes commands from NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222"
-        )
-    store_roles = ("all", "commands", "projections", "relay", "command-worker")
-    store = open_event_store(settings.database_url) if role in store_roles else None
-    read_store = (
-        open_read_store(settings.read_database_url) if role in ("all", "queries", "projections", "relay") else None
-    )
+    """A runtime for one role of a service.
+
+    ``commands`` and ``queries`` serve one API each; ``projections`` runs projections and sagas;
+    ``relay``, ``consumers`` and ``command-worker`` run one kind of NATS worker each; ``workers``
+    runs every background part (projections, sagas, relay, consumers, command worker) in one
+    process, as the cluster mode does; ``all`` runs everything, and the NATS workers when
+    ``TWOFOLD_NATS_URL`` is set.
+    """
+    nats_url = settings.nats_url
+    if role in NATS_ROLES and nats_url is None:
+        raise ConfigurationError(f"--role {role} works with NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
+    parts = _PARTS[role] | (_NATS_PARTS if role == "all" and nats_url is not None else set())
+    store = open_event_store(settings.database_url) if parts & _NEEDS_STORE else None
+    read_store = open_read_store(settings.read_database_url) if parts & _NEEDS_READ_STORE else None
     workers: list[Worker] = []
-    if relay and store is not None and read_store is not None and settings.nats_url is not None:
-        workers.append(_relay(service.name, store, read_store, settings.nats_url))
-    runtime = Runtime(
-        service, store=store, read_store=read_store, project=role in ("all", "projections"), workers=workers
-    )
-    if command_worker and settings.nats_url is not None:
-        runtime.workers.append(_command_worker(runtime, settings.nats_url))
+    bus: CommandSender | None = None
+    if nats_url is not None and store is not None and read_store is not None:
+        if "relay" in parts:
+            workers.append(_relay(service.name, store, read_store, nats_url))
+        if "consumers" in parts:
+            workers.extend(_consumers(service, store, read_store, nats_url))
+        if "project" in parts and service.sagas:
+            bus = _sender(service.name, nats_url)
+    runtime = Runtime(service, store=store, read_store=read_store, project="project" in parts, workers=workers, bus=bus)
+    if "command-worker" in parts and nats_url is not None:
+        runtime.workers.append(_command_worker(runtime, nats_url))
     return runtime
+
+
+_PARTS: dict[str, set[str]] = {
+    "all": {"commands", "queries", "project"},
+    "commands": {"commands"},
+    "queries": {"queries"},
+    "projections": {"project"},
+    "relay": {"relay"},
+    "consumers": {"consumers"},
+    "command-worker": {"command-worker"},
+    "workers": {"project", "relay", "consumers", "command-worker"},
+}
+_NATS_PARTS = {"relay", "consumers", "command-worker"}
+_NEEDS_STORE = {"commands", "project", "relay", "consumers", "command-worker"}
+_NEEDS_READ_STORE = {"queries", "project", "relay", "consumers"}
 
 
 def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url: str) -> Worker:
@@ -135,6 +158,24 @@ def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url
     except ModuleNotFoundError as exc:
         raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
     return JetStreamRelay(service_name, store, read_store, nats_url)
+
+
+def _consumers(service: Service, store: EventStore, read_store: ReadStore, nats_url: str) -> list[Worker]:
+    if not service.subscriptions:
+        return []
+    try:
+        from twofold.broker.consumer import JetStreamConsumer
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
+    return [JetStreamConsumer(service, store, read_store, s, nats_url) for s in service.subscriptions]
+
+
+def _sender(service_name: str, nats_url: str) -> CommandSender:
+    try:
+        from twofold.broker.commands import JetStreamCommandSender
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"TWOFOLD_NATS_URL is set, but {exc}") from exc
+    return JetStreamCommandSender(nats_url, source=service_name)
 
 
 def async_commands_for(runtime: Runtime, settings: Settings) -> CommandQueue | None:

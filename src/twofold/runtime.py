@@ -122,6 +122,9 @@ class Runtime:
                 await saga.stop()
             for runner in self.runners.values():
                 await runner.stop()
+            close = getattr(self.bus, "close", None)  # a broker sender holds a connection; an in-process bus none
+            if close is not None:
+                await close()
             if self.store is not None:
                 await self.store.close()
             if self.read_store is not None:

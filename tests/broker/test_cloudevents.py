@@ -204,5 +204,6 @@ def test_the_wire_format_imports_no_broker_client_and_the_broker_no_backend() ->
         imported = imports_of(path)
         backends = {m for m in imported if m.startswith(("twofold.store.", "twofold.readmodels."))}
         assert backends <= {"twofold.store._follow"}, f"{path.name} imports {backends}"
-        if path.name in ("__init__.py", "cloudevents.py", "command_messages.py", "subjects.py"):  # the wire format
+        wire_format = ("__init__.py", "cloudevents.py", "command_messages.py", "subjects.py", "inprocess.py")
+        if path.name in wire_format:  # the wire format, and the in-process transport
             assert not {m for m in imported if m.split(".")[0] == "nats"}, f"{path.name} imports nats"

@@ -10,6 +10,9 @@ import twofold
 
 MODULES = [
     "twofold",
+    "twofold.broker.consumer",
+    "twofold.broker.inprocess",
+    "twofold.deadletters",
     "twofold.errors",
     "twofold.http",
     "twofold.bus",
@@ -23,6 +26,7 @@ MODULES = [
     "twofold.store.postgres",
     "twofold.store.sqlite",
     "twofold.system",
+    "twofold.subscriptions",
     "twofold.testing",
     "twofold.testing.contracts",
     "twofold.testing.servers",

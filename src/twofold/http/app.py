@@ -6,7 +6,8 @@
     app = create_app(runtime, async_commands=JetStreamCommands(runtime, nats_url))  # 202s to NATS workers
 
 Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
-projections run), ``/metrics`` (Prometheus) and ``/openapi.json``.
+projections run), ``/metrics`` (Prometheus) and ``/openapi.json``; one with both stores and
+subscriptions also serves ``/dead-letters`` (see :mod:`twofold.http.deadletters`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from twofold.command_queue import CommandQueue
 from twofold.http.commands import AsyncCommands, command_router
+from twofold.http.deadletters import dead_letter_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
 from twofold.http.problems import install, problem
@@ -86,6 +88,8 @@ def create_app(
         app.include_router(query_router(runtime, query_timeout, metrics))
         if service.sagas:
             app.include_router(saga_router(runtime, runtime.read_store))
+    if service.subscriptions and runtime.store is not None and runtime.read_store is not None:
+        app.include_router(dead_letter_router(runtime))
 
     @app.get("/health", tags=["operations"], summary="The process is up")
     async def health() -> dict[str, str]:

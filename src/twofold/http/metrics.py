@@ -1,4 +1,5 @@
-"""Prometheus metrics for one app: command and query outcomes and latency, store and projection positions."""
+"""Prometheus metrics for one app: command and query outcomes and latency, store and projection positions,
+worker lag, and messages from other services parked as dead letters."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from twofold.deadletters import DeadLetters
 from twofold.errors import ConcurrencyError, DomainError, InvalidMessage, NotCaughtUp, NotFound
 from twofold.health import Progress
 from twofold.messages import utc_now
@@ -23,6 +25,7 @@ class Metrics:
 
     def __init__(self, stall_after: float = DEFAULT_STALL_AFTER) -> None:
         self.stall_after = stall_after
+        self._letters: DeadLetters | None = None
         self.registry = CollectorRegistry()
         self.commands = Counter(
             "twofold_commands", "Commands handled, by type and outcome", ["command", "outcome"], registry=self.registry
@@ -66,6 +69,18 @@ class Metrics:
             ["worker"],
             registry=self.registry,
         )
+        self.worker_lag = Gauge(
+            "twofold_worker_lag_events",
+            "Events (for a consumer: messages) waiting for each worker: projections, relay, consumers, feeds",
+            ["worker"],
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "twofold_dead_letters",
+            "Messages from another service parked because they could not be imported",
+            ["source"],
+            registry=self.registry,
+        )
         self.stuck = Gauge(
             "twofold_worker_stuck",
             "1 when a worker has left events waiting longer than the stall limit without advancing",
@@ -87,7 +102,20 @@ class Metrics:
             stalled = progress.stalled_for(now)
             self.stalled.labels(progress.worker).set(stalled)
             self.stuck.labels(progress.worker).set(1 if stalled > self.stall_after else 0)
+            self.worker_lag.labels(progress.worker).set(progress.lag)
+        await self._dead_letters(runtime)
         return generate_latest(self.registry)
+
+    async def _dead_letters(self, runtime: Runtime) -> None:
+        # Only where subscriptions import (an event store beside the read store): a query replica's
+        # read store may be read-only, and the table is made on first use.
+        if runtime.store is None or runtime.read_store is None or not runtime.service.subscriptions:
+            return
+        if self._letters is None:
+            self._letters = DeadLetters(runtime.read_store)
+        counts = await self._letters.counts()
+        for subscription in runtime.service.subscriptions:
+            self.dead_letters.labels(subscription.source).set(counts.get(subscription.source, 0))
 
     @contextmanager
     def command(self, name: str) -> Iterator[None]:
