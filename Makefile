@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres test lint typecheck clean bench
+.PHONY: install run run-postgres run-cluster test lint typecheck clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ run: install  ## serve examples/$(APP) on http://127.0.0.1:$${PORT:-8000}, data 
 
 run-postgres: install  ## the same, on a development PostgreSQL kept in ./data/postgres
 	$(BIN)/twofold serve examples.$(APP):$(APP) --dev-postgres
+
+run-cluster: install  ## every service part in its own process, on PostgreSQL and NATS; the gateway on $${PORT:-8000}
+	$(BIN)/twofold cluster examples.$(APP):$(APP)
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks conftest.py

@@ -34,7 +34,7 @@ from twofold.store.postgres import PostgresEventStore
 from twofold.store.sqlite import SQLiteEventStore
 
 Progress = Callable[[str], None]
-ROOT = Path(__file__).resolve().parents[2]  # the repository: `examples.shop` and `benchmarks` import from here
+ROOT = Path(__file__).resolve().parents[2]  # the repository: `tests.monolith` and `benchmarks` import from here
 CATEGORY = "counter"  # the category every seeded stream belongs to, as in benchmarks/systems
 READY_TIMEOUT = 60.0  # seconds a started server gets to answer /ready
 STOP_TIMEOUT = 10.0  # seconds a terminated server gets before it is killed
@@ -155,7 +155,7 @@ async def seed_postgres(url: str, streams: int, events_per_stream: int) -> int:
 
 
 class Server:
-    """One ``twofold serve examples.shop:shop`` process on a port of 127.0.0.1, stopped by its pid."""
+    """One ``twofold serve tests.monolith:shop`` process on a port of 127.0.0.1, stopped by its pid."""
 
     def __init__(self, role: str, port: int, env: dict[str, str], log: Path) -> None:
         self.role, self.port, self.log = role, port, log
@@ -164,7 +164,7 @@ class Server:
         self.base_url = f"http://127.0.0.1:{port}"
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*command, "serve", "examples.shop:shop", "--role", role, "--host", "127.0.0.1", "--port", str(port)],
+                [*command, "serve", "tests.monolith:shop", "--role", role, "--host", "127.0.0.1", "--port", str(port)],
                 cwd=ROOT,
                 env={**os.environ, **env},
                 stdout=out,

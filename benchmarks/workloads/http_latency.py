@@ -1,6 +1,6 @@
 """``http_command_to_query``: the shop as a real process, from a command sent to the query that sees it.
 
-``twofold serve examples.shop:shop`` (role ``all``: command API, query API and projections in one
+``twofold serve tests.monolith:shop`` (role ``all``: command API, query API and projections in one
 process) runs on a free port with a fresh database. Each operation is ``POST /commands/AddProduct``
 for a new sku, then ``GET /queries/StockLevel?sku=…`` with ``X-Min-Position`` set to the position
 the command answered, so the query waits until the catalogue has applied it; the answer must name

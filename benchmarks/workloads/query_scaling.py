@@ -3,7 +3,7 @@
 Query processes share nothing but the read store, so adding one should add capacity. The read
 model is built first, untimed: an in-process ``Runtime`` of the shop adds ``shape.streams``
 products through ``runtime.execute`` and its projections catch up. Then two
-``twofold serve examples.shop:shop --role queries`` processes start on their own ports, on the same
+``twofold serve tests.monolith:shop --role queries`` processes start on their own ports, on the same
 SQLite read database. Each run, ``CLIENTS`` keep-alive clients ask ``GET /queries/StockLevel`` for
 random skus as fast as they are answered for a few seconds, first all against one process, then
 split evenly over both; every answer must be 200 and name the sku asked for. A row's ``writers``
@@ -23,8 +23,8 @@ from typing import Any
 
 from benchmarks.shape import FULL, Shape
 from benchmarks.workloads._common import Pool, Progress, row, start_servers, stop_all
-from examples.shop import shop
-from examples.shop.messages import AddProduct
+from tests.monolith import shop
+from tests.monolith.messages import AddProduct
 from twofold import Runtime
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store.sqlite import SQLiteEventStore

@@ -199,9 +199,8 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     listen_host, listen_port = host or settings.host, port or settings.port
-    typer.secho(
-        f"twofold: serving {system.name} on http://{listen_host}:{listen_port}, embedded:", fg="green", err=True
-    )
+    where = f"http://{listen_host}:{listen_port}"
+    typer.secho(f"twofold: serving {system.name} on {where}, every service in this process:", fg="green", err=True)
     for service in system.services:
         own = Settings.from_env(service, service_environ(environ, service.name))
         typer.secho(f"  {service.name:<12} events: {own.database_url}, read models: {own.read_database_url}", err=True)

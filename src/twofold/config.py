@@ -118,7 +118,7 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
     """
     nats_url = settings.nats_url
     if role in NATS_ROLES and nats_url is None:
-        raise ConfigurationError(f"--role {role} works with NATS: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
+        raise ConfigurationError(f"--role {role} {_NATS_WORK[role]}: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
     parts = _PARTS[role] | (_NATS_PARTS if role == "all" and nats_url is not None else set())
     store = open_event_store(settings.database_url) if parts & _NEEDS_STORE else None
     read_store = open_read_store(settings.read_database_url) if parts & _NEEDS_READ_STORE else None
@@ -148,6 +148,12 @@ _PARTS: dict[str, set[str]] = {
     "workers": {"project", "relay", "consumers", "command-worker"},
 }
 _NATS_PARTS = {"relay", "consumers", "command-worker"}
+_NATS_WORK = {
+    "relay": "publishes to NATS",
+    "consumers": "imports from NATS",
+    "command-worker": "takes commands from NATS",
+    "workers": "relays, imports and takes commands through NATS",
+}
 _NEEDS_STORE = {"commands", "project", "relay", "consumers", "command-worker"}
 _NEEDS_READ_STORE = {"queries", "project", "relay", "consumers"}
 

@@ -14,11 +14,11 @@ import httpx
 import nats
 import pytest
 
-from examples.shop.domain import Product
-from examples.shop.handlers import add_product, place_order, receive_stock
-from examples.shop.messages import AddProduct, PlaceOrder, ReceiveStock
 from tests.http import Api, assert_problem, order
 from tests.http.test_operations import metric
+from tests.monolith.domain import Product
+from tests.monolith.handlers import add_product, place_order, receive_stock
+from tests.monolith.messages import AddProduct, PlaceOrder, ReceiveStock
 from twofold import Runtime, Service, UnitOfWork
 from twofold.broker._jetstream import outcome_key
 from twofold.broker.command_messages import QueuedCommand, decode_command, encode_command

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from examples.shop import shop
-from examples.shop.messages import AddProduct
 from tests.http.test_operations import metric
+from tests.monolith import shop
+from tests.monolith.messages import AddProduct
 from twofold.broker.commands import CommandWorker, JetStreamCommands, JetStreamCommandSender
 from twofold.config import Settings, async_commands_for, runtime_for
 from twofold.errors import ConfigurationError
@@ -29,7 +29,7 @@ COMMANDS = 1500
 
 
 def launch(data: Path, nats_url: str, role: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``twofold serve examples.shop:shop --role <role>`` on ``data``; its process and base URL once it is up."""
+    """Start ``twofold serve tests.monolith:shop --role <role>`` on ``data``; its process and base URL once it is up."""
     port = free_port()
     env = {
         **os.environ,
@@ -38,7 +38,7 @@ def launch(data: Path, nats_url: str, role: str) -> tuple[subprocess.Popen[bytes
         "PORT": str(port),
     }
     env.pop("TWOFOLD_READ_DATABASE_URL", None)
-    command = [sys.executable, "-m", "twofold.cli", "serve", "examples.shop:shop", "--role", role]
+    command = [sys.executable, "-m", "twofold.cli", "serve", "tests.monolith:shop", "--role", role]
     log = data / f"{role}-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from examples.shop.handlers import add_product
-from examples.shop.messages import AddProduct
 from tests.http import assert_problem, serve
 from tests.http.test_operations import metric
+from tests.monolith.handlers import add_product
+from tests.monolith.messages import AddProduct
 from twofold import Service
 from twofold.broker.nats import JetStreamRelay
 from twofold.readmodels.sqlite import SQLiteReadStore

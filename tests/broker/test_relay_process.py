@@ -14,7 +14,7 @@ import httpx
 import nats
 import pytest
 
-from examples.shop import shop
+from tests.monolith import shop
 from twofold.broker.cloudevents import decode
 from twofold.broker.commands import CommandWorker
 from twofold.broker.nats import JetStreamRelay
@@ -39,7 +39,7 @@ def launch_relay(data: Path, nats_url: str) -> subprocess.Popen[bytes]:
         "PORT": str(port),
     }
     env.pop("TWOFOLD_READ_DATABASE_URL", None)
-    command = [sys.executable, "-m", "twofold.cli", "serve", "examples.shop:shop", "--role", "relay"]
+    command = [sys.executable, "-m", "twofold.cli", "serve", "tests.monolith:shop", "--role", "relay"]
     with (data / f"relay-{port}.log").open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15.0

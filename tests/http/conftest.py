@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from examples.shop import shop
 from tests.http import Api, serve
+from tests.monolith import shop
 
 if TYPE_CHECKING:
     from conftest import StoreFactory

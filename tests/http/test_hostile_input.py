@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from examples.shop import shop
 from tests.http import Api, assert_no_leak, order
+from tests.monolith import shop
 
 HOSTILE = settings(
     max_examples=60,

@@ -8,10 +8,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from examples.shop import shop
-from examples.shop.handlers import add_product
-from examples.shop.messages import AddProduct, ProductAdded
 from tests.http import Api, assert_problem, order, serve
+from tests.monolith import shop
+from tests.monolith.handlers import add_product
+from tests.monolith.messages import AddProduct, ProductAdded
 from twofold import Command, Database, DomainError, Projection, Service, StoredEvent, UnitOfWork
 
 POLLS = 500  # of /ready, 10 ms apart

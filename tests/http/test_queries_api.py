@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from examples.shop import shop
 from tests.http import QUERY_TIMEOUT, Api, assert_problem, order, serve
+from tests.monolith import shop
 
 FAR_AHEAD = 10**15
 

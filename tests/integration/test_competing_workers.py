@@ -1,6 +1,6 @@
 """Three projection workers, real processes, compete over one PostgreSQL database; two are killed.
 
-    twofold serve examples.shop:shop --role projections    # ×3, TWOFOLD_DATABASE_URL=postgresql://…
+    twofold serve tests.monolith:shop --role projections    # ×3, TWOFOLD_DATABASE_URL=postgresql://…
 
 A backlog of thousands of events is appended first, then the workers start and race each other
 for every batch (the checkpoint row lock lets one win; the others resume from where it got to).
@@ -30,8 +30,8 @@ import asyncpg
 import httpx
 import pytest
 
-from examples.shop import shop
-from examples.shop.messages import (
+from tests.monolith import shop
+from tests.monolith.messages import (
     OrderCancelled,
     OrderLine,
     OrderPlaced,
@@ -77,7 +77,7 @@ def launch(url: str, directory: Path, n: int) -> Worker:
     log = directory / f"worker-{n}.log"
     env = {**os.environ, "TWOFOLD_DATABASE_URL": url, "PORT": str(port)}
     env.pop("TWOFOLD_READ_DATABASE_URL", None)  # the read models live beside the events
-    command = [sys.executable, "-m", "twofold.cli", "serve", "examples.shop:shop", "--role", "projections"]
+    command = [sys.executable, "-m", "twofold.cli", "serve", "tests.monolith:shop", "--role", "projections"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     return Worker(port, process, log)

@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
-from examples.shop import shop
+from tests.monolith import shop
 from twofold import Runtime
 from twofold.errors import StoreError
 from twofold.http import create_app

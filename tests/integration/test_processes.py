@@ -1,8 +1,8 @@
 """The shop as real OS processes on loopback ports, sharing SQLite files: the split topology and restarts.
 
-    twofold serve examples.shop:shop --role commands      # appends events
-    twofold serve examples.shop:shop --role projections   # keeps the read models
-    twofold serve examples.shop:shop --role queries       # ×2, answers from the read models
+    twofold serve tests.monolith:shop --role commands      # appends events
+    twofold serve tests.monolith:shop --role projections   # keeps the read models
+    twofold serve tests.monolith:shop --role queries       # ×2, answers from the read models
 
 Every process is started with ``python -m twofold.cli``, waited on until ``/health`` answers (or the
 test fails with its output), and stopped by pid.
@@ -60,7 +60,7 @@ def launch(role: str, data: Path) -> Server:
     log = data / f"{role}-{port}.log"
     env = {**os.environ, "TWOFOLD_DATABASE_URL": f"sqlite:///{data / 'shop.db'}", "PORT": str(port)}
     env.pop("TWOFOLD_READ_DATABASE_URL", None)  # the read models go beside the events: shop-read.db
-    command = [sys.executable, "-m", "twofold.cli", "serve", "examples.shop:shop", "--role", role]
+    command = [sys.executable, "-m", "twofold.cli", "serve", "tests.monolith:shop", "--role", role]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     return Server(role, port, process, log)

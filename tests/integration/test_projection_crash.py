@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from examples.shop import shop
-from examples.shop.messages import (
+from tests.monolith import shop
+from tests.monolith.messages import (
     OrderCancelled,
     OrderPlaced,
     PricedLine,
@@ -33,7 +33,7 @@ from examples.shop.messages import (
     StockReleased,
     StockReserved,
 )
-from examples.shop.projections import Catalog
+from tests.monolith.projections import Catalog
 from twofold import Database, Event, Projection, Runtime, StoredEvent
 from twofold.projections import ProjectionRunner
 from twofold.readmodels.sqlite import SQLiteReadStore
@@ -51,7 +51,7 @@ WAIT = 30.0  # seconds any one phase may take before the test fails rather than 
 
 WORKER = """
 import asyncio, sys
-from examples.shop import shop
+from tests.monolith import shop
 from twofold import Runtime
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store.sqlite import SQLiteEventStore

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from examples.shop import shop
+from tests.monolith import shop
 from twofold import Runtime
 from twofold.readmodels.postgres import PostgresReadStore
 from twofold.store import NewEvent

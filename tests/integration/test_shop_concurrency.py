@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from examples.shop import shop
-from examples.shop.messages import AddProduct, OrderHistory, OrderLine, PlaceOrder, ReceiveStock, StockLevel
+from tests.monolith import shop
+from tests.monolith.messages import AddProduct, OrderHistory, OrderLine, PlaceOrder, ReceiveStock, StockLevel
 from twofold import CommandResult, ConcurrencyError, DomainError, Runtime
 from twofold.store import AppendResult, StreamWrite
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
-from examples.shop.messages import AddProduct, CancelOrder, OrderLine, PlaceOrder, ReceiveStock
+from tests.monolith.messages import AddProduct, CancelOrder, OrderLine, PlaceOrder, ReceiveStock
 from twofold import Command
 
 SKUS = ("A-1", "B-2", "C-3", "D-4")

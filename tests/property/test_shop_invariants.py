@@ -20,10 +20,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.shop import shop
-from examples.shop.domain import Product
-from examples.shop.messages import AddProduct, CancelOrder, PlaceOrder, ReceiveStock, StockLevel
-from examples.shop.projections import Stock
+from tests.monolith import shop
+from tests.monolith.domain import Product
+from tests.monolith.messages import AddProduct, CancelOrder, PlaceOrder, ReceiveStock, StockLevel
+from tests.monolith.projections import Stock
 from tests.property.strategies import SKUS, shop_commands
 from twofold import Command, DomainError, Envelope, EventStore, Runtime, UnitOfWork
 from twofold.projections import ProjectionRunner

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import given, settings
 
-from examples.shop.domain import Order, Product
-from examples.shop.messages import AddProduct, CancelOrder, PlaceOrder, PricedLine, ReceiveStock
+from tests.monolith.domain import Order, Product
+from tests.monolith.messages import AddProduct, CancelOrder, PlaceOrder, PricedLine, ReceiveStock
 from tests.property.strategies import ORDER_IDS, SKUS, shop_commands
 from twofold import Aggregate, Command, DomainError, Envelope, EventStore, NewEvent, Runtime, Service, UnitOfWork
 from twofold.commands import SNAPSHOT_TYPE, snapshot_stream

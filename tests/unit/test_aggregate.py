@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from examples.shop.domain import Order, Product
-from examples.shop.messages import ProductAdded, StockReceived, StockReleased, StockReserved
+from tests.monolith.domain import Order, Product
+from tests.monolith.messages import ProductAdded, StockReceived, StockReleased, StockReserved
 from twofold import Aggregate, Event
 from twofold.aggregate import event_types_of
 

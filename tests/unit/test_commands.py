@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from examples.shop.domain import Order, Product
-from examples.shop.handlers import place_order
-from examples.shop.messages import (
+from tests.monolith.domain import Order, Product
+from tests.monolith.handlers import place_order
+from tests.monolith.messages import (
     AddProduct,
     OrderLine,
     PlaceOrder,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import twofold.projections
-from examples.shop.messages import ProductAdded, StockReceived
+from tests.monolith.messages import ProductAdded, StockReceived
 from twofold import Database, NotCaughtUp, NotFound, Projection, Query, StoredEvent
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from examples.shop import shop
-from examples.shop.messages import (
+from tests.monolith import shop
+from tests.monolith.messages import (
     AddProduct,
     OrderLine,
     OrderPlaced,

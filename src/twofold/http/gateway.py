@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -95,7 +96,10 @@ def create_gateway(
                     await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
 
-    app = FastAPI(title=f"{system.name} API", description=system.description, lifespan=lifespan, docs_url="/docs")
+    # The OpenAPI document and its docs page are the gateway's own routes, merged from the services'.
+    app = FastAPI(
+        title=f"{system.name} API", description=system.description, lifespan=lifespan, openapi_url=None, docs_url=None
+    )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
 
@@ -181,7 +185,10 @@ def create_gateway(
             merged["components"]["schemas"].update(document.get("components", {}).get("schemas", {}))
         return merged
 
-    app.openapi_url = None  # served above, from the services' own documents
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{system.name} API")
+
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from examples.shop.messages import (
+from tests.monolith.messages import (
     OrderCancelled,
     OrderPlaced,
     PricedLine,

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from examples.shop.messages import (
+from tests.monolith.messages import (
     OrderCancelled,
     OrderHistory,
     OrderPlaced,

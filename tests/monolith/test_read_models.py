@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from examples.shop import shop
-from examples.shop.messages import (
+from tests.monolith import shop
+from tests.monolith.messages import (
     AddProduct,
     CancelOrder,
     OrderHistory,
@@ -23,7 +23,7 @@ from examples.shop.messages import (
     SearchProducts,
     StockLevel,
 )
-from examples.shop.projections import Orders, ProductList, Stock
+from tests.monolith.projections import Orders, ProductList, Stock
 from twofold import NotFound, Runtime
 from twofold.readmodels import ReadStore
 from twofold.readmodels.postgres import PostgresReadStore

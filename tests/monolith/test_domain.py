@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from examples.shop import shop
-from examples.shop.messages import (
+from tests.monolith import shop
+from tests.monolith.messages import (
     AddProduct,
     CancelOrder,
     OrderCancelled,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from examples.shop.handlers import add_product, cancel_order, place_order, receive_stock
-from examples.shop.messages import (
+from tests.monolith.handlers import add_product, cancel_order, place_order, receive_stock
+from tests.monolith.messages import (
     AddProduct,
     CancelOrder,
     OrderHistory,
@@ -12,7 +12,7 @@ from examples.shop.messages import (
     SearchProducts,
     StockLevel,
 )
-from examples.shop.projections import Catalog, OrderBook
+from tests.monolith.projections import Catalog, OrderBook
 from twofold import Service
 
 catalog = Catalog()

@@ -7,8 +7,8 @@ fresh state: the shop never oversells.
 
 from __future__ import annotations
 
-from examples.shop.domain import Order, Product
-from examples.shop.messages import AddProduct, CancelOrder, PlaceOrder, PricedLine, ReceiveStock
+from tests.monolith.domain import Order, Product
+from tests.monolith.messages import AddProduct, CancelOrder, PlaceOrder, PricedLine, ReceiveStock
 from twofold import UnitOfWork
 
 
