@@ -9,6 +9,8 @@ reaches exactly one final status, and the stock left is what the confirmed order
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -46,7 +48,9 @@ async def client(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
 
 async def ok(client: httpx.AsyncClient, command: str, body: dict[str, Any]) -> dict[str, Any]:
     for _ in range(100):  # a part being restarted answers 502/503 for a moment: a client retries
-        response = await client.post(f"/commands/{command}", json=body, headers={"Idempotency-Key": _key(body)})
+        response = await client.post(
+            f"/commands/{command}", json=body, headers={"Idempotency-Key": _key(command, body)}
+        )
         if response.status_code not in (502, 503, 504):
             break
         await asyncio.sleep(0.2)
@@ -55,8 +59,9 @@ async def ok(client: httpx.AsyncClient, command: str, body: dict[str, Any]) -> d
     return result
 
 
-def _key(body: dict[str, Any]) -> str:
-    return "k-" + "-".join(str(v) for v in body.values() if isinstance(v, str))[:120]
+def _key(command: str, body: dict[str, Any]) -> str:
+    """The same request, the same key: a retry after a 502 is applied once."""
+    return hashlib.sha256(json.dumps([command, body], sort_keys=True).encode()).hexdigest()[:40]
 
 
 async def settled(client: httpx.AsyncClient, customer: str, order_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -447,8 +447,12 @@ def _server_user() -> str | None:
 
 
 def _allow_traversal(path: Path) -> None:
-    """Let other users pass through (not list) each folder from ``path`` up to the root."""
+    """Let other users pass through (not list) each folder from ``path`` up to the root.
+
+    The group's bit too: the server's tools run with root's group, for which a folder's group
+    bits count, not its others' bits (pytest's folders are ``drwx------``).
+    """
     for folder in (path, *path.parents):
         mode = folder.stat().st_mode
-        if mode & 0o001 == 0:
-            folder.chmod(mode | 0o001)
+        if mode & 0o011 != 0o011:
+            folder.chmod(mode | 0o011)
