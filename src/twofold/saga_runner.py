@@ -44,6 +44,7 @@ REACTED = "twofold.SagaReacted"
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before re-trying a failed page, then every 5 s
 MAX_ATTEMPTS = 10  # reactions re-run when a deadline and an event move one instance on at once
 DUE_PAGE = 100  # deadlines fired per read of the deadline table
+CONCURRENT_INSTANCES = 16  # instances reacting at once within a page
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _IDS = uuid.UUID("6f1d3c2e-8f3b-4a8e-9c47-2b1f0d6a7e55")  # namespace of the ids derived from triggers
 
@@ -165,14 +166,31 @@ class SagaRunner:
         page = [e for e in page if e.position > self.position]
         if not page:
             return
-        changed: dict[str, SagaState] = {}
+        triggers: dict[str, list[tuple[Event, StoredEvent]]] = {}
         for record in page:
             if record.type not in self._types:
                 continue
             event = self._types.decode(record.type, record.data, record.schema_version)
             instance = self.saga.instance_of(event)
             if instance is not None:
-                changed[instance] = await self._react(instance, event, record)
+                triggers.setdefault(instance, []).append((event, record))
+        changed: dict[str, SagaState] = {}
+        room = asyncio.Semaphore(CONCURRENT_INSTANCES)
+
+        async def react_in_order(instance: str, steps: list[tuple[Event, StoredEvent]]) -> None:
+            async with room:
+                for event, record in steps:
+                    changed[instance] = await self._react(instance, event, record)
+
+        # Instances are independent: each reacts to its own events in order, several at once, so
+        # that the round trips of one reaction (store, broker) overlap with another's.
+        # A failure stops the others (the page is tried again) and is raised as itself.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for instance, steps in triggers.items():
+                    group.create_task(react_in_order(instance, steps))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         try:
             await self._read_store.transact(
                 self.name, _record(self.saga.name, changed), expected=self.position, position=page[-1].position

@@ -36,6 +36,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise ModuleNotFoundError("Asynchronous commands on NATS need the nats extra: pip install 'twofold[nats]'") from exc
 
+from twofold.broker._fetch import fetch_promptly
 from twofold.broker._jetstream import DUPLICATE_WINDOW, OUTCOME_TTL, Connection, Outcomes, ensure_commands_stream
 from twofold.broker.command_messages import QueuedCommand, decode_command
 from twofold.broker.subjects import commands_filter, commands_stream
@@ -190,7 +191,7 @@ class CommandWorker:
         try:
             while not self._stopping:
                 try:
-                    messages = await subscription.fetch(self._concurrency, timeout=self._fetch_timeout)
+                    messages = await fetch_promptly(subscription, self._concurrency, self._fetch_timeout)
                 except TimeoutError:  # nothing queued, or NATS out of reach: only the first is progress
                     client = self._connection.client
                     if client is not None and client.is_connected:

@@ -39,6 +39,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise ModuleNotFoundError("The NATS consumer needs the nats extra: pip install 'twofold[nats]'") from exc
 
+from twofold.broker._fetch import fetch_promptly
 from twofold.broker.cloudevents import InvalidCloudEvent, decode
 from twofold.broker.subjects import events_filter, events_stream, subject_token
 from twofold.health import Progress
@@ -202,7 +203,7 @@ class JetStreamConsumer:
         pull = await self._subscribe()
         while not self._stopping.is_set():
             try:
-                messages = await pull.fetch(self._batch_size, timeout=FETCH_WAIT)
+                messages = await fetch_promptly(pull, self._batch_size, FETCH_WAIT)
             except (FetchTimeout, TimeoutError):  # nats-py raises either when nothing came
                 continue
             await self._handle(messages)
