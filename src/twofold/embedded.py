@@ -23,6 +23,7 @@ from twofold.bus import InProcessBus
 from twofold.config import Settings, open_event_store, open_read_store
 from twofold.readmodels import ReadStore
 from twofold.runtime import Runtime, Worker
+from twofold.service import Service
 from twofold.store import EventStore
 from twofold.system import System
 
@@ -45,14 +46,18 @@ def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
 
 
 def embedded_runtimes(system: System, environ: Mapping[str, str] = os.environ) -> dict[str, Runtime]:
-    """A runtime per service, wired together in this process, not yet started."""
+    """A runtime per service, wired together in this process, not yet started.
+
+    The runtimes come in dependency order: a service after those it imports from. Start them in
+    this order and stop them in the reverse one, so that no feed reads a store already closed.
+    """
     stores: dict[str, tuple[EventStore, ReadStore]] = {}
     for service in system.services:
         settings = Settings.from_env(service, service_environ(environ, service.name))
         stores[service.name] = (open_event_store(settings.database_url), open_read_store(settings.read_database_url))
     bus = InProcessBus()
     runtimes: dict[str, Runtime] = {}
-    for service in system.services:
+    for service in _sources_first(system):
         store, read_store = stores[service.name]
         feeds: list[Worker] = [
             InProcessFeed(stores[s.source][0], s.source, service, store, read_store, s) for s in service.subscriptions
@@ -60,3 +65,15 @@ def embedded_runtimes(system: System, environ: Mapping[str, str] = os.environ) -
         runtimes[service.name] = Runtime(service, store=store, read_store=read_store, workers=feeds, bus=bus)
         bus.register(runtimes[service.name])
     return runtimes
+
+
+def _sources_first(system: System) -> list[Service]:
+    """The services, each after the ones it subscribes to (cycles keep their declared order)."""
+    placed: list[Service] = []
+    waiting = list(system.services)
+    while waiting:
+        ready = [s for s in waiting if all(sub.source in {p.name for p in placed} for sub in s.subscriptions)]
+        chosen = ready[0] if ready else waiting[0]
+        placed.append(chosen)
+        waiting.remove(chosen)
+    return placed
