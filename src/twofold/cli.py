@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,9 @@ def cluster(
     if not isinstance(system, System):
         raise typer.BadParameter(f"{target!r} is a single service; twofold cluster runs a System")
     listen_port = port or int(os.environ.get("PORT", "8000"))
+    # uvicorn answers SIGTERM by shutting down and then raising the signal again for the handler it
+    # found: this one unwinds through the `with` below, so the cluster stops what it started.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     typer.secho(f"twofold: starting {system.name} — PostgreSQL, NATS and its processes, in {data}", err=True)
     with Cluster(target, system, data, query_replicas=replicas) as running:
         typer.secho(f"  PostgreSQL     {running.postgres.url()}", err=True)
@@ -133,6 +137,10 @@ def cluster(
         gateway = create_gateway(system, running.upstreams())
         uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning")
     typer.secho("twofold: stopped", err=True)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @contextlib.contextmanager

@@ -122,11 +122,11 @@ class Cluster:
         """The ``replica``-th process of ``service`` in ``role``."""
         return [p for p in self.parts if p.service == service and p.role == role][replica]
 
-    def urls(self) -> dict[str, list[str]]:
-        """Each service's command API, then its query replicas."""
+    def urls(self, role: str) -> dict[str, list[str]]:
+        """Each service's processes in ``role``, by URL."""
         found: dict[str, list[str]] = {}
         for part in self.parts:
-            if part.role in ("commands", "queries"):
+            if part.role == role:
                 found.setdefault(part.service, []).append(part.process.url)
         return found
 
@@ -134,4 +134,8 @@ class Cluster:
         """How a gateway reaches each service's processes."""
         from twofold.http.gateway import Upstream
 
-        return {name: Upstream.over_http(urls[0], urls[1:]) for name, urls in self.urls().items()}
+        commands, queries, workers = self.urls("commands"), self.urls("queries"), self.urls("workers")
+        return {
+            name: Upstream.over_http(commands[name][0], queries[name], workers.get(name, []))
+            for name in self.system.names
+        }

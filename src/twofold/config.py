@@ -121,7 +121,10 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
         raise ConfigurationError(f"--role {role} {_NATS_WORK[role]}: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
     parts = _PARTS[role] | (_NATS_PARTS if role == "all" and nats_url is not None else set())
     store = open_event_store(settings.database_url) if parts & _NEEDS_STORE else None
-    read_store = open_read_store(settings.read_database_url) if parts & _NEEDS_READ_STORE else None
+    # The command API of a service that imports serves its dead letters: listing and retrying them
+    # needs the read store they are parked in.
+    dead_letters = "commands" in parts and bool(service.subscriptions)
+    read_store = open_read_store(settings.read_database_url) if parts & _NEEDS_READ_STORE or dead_letters else None
     workers: list[Worker] = []
     bus: CommandSender | None = None
     if nats_url is not None and store is not None and read_store is not None:

@@ -138,6 +138,18 @@ async def test_query_replicas_give_the_same_answers(cluster: Cluster, client: ht
     assert answers[0]["orders"][0]["status"] == "confirmed"
 
 
+async def test_the_gateway_reports_every_process_and_reaches_a_service_s_dead_letters(
+    client: httpx.AsyncClient,
+) -> None:
+    ready = (await client.get("/ready")).json()
+    assert ready["status"] == "ready"
+    assert {"orders/commands", "orders/queries0", "orders/queries1", "orders/workers"} <= set(ready["services"])
+    metrics = (await client.get("/metrics")).text
+    assert 'twofold_dead_letters{part="workers",service="orders",source="inventory"} 0.0' in metrics
+    parked = await client.get("/services/orders/dead-letters")
+    assert parked.status_code == 200
+
+
 async def orders_under_fault(client: httpx.AsyncClient, prefix: str, fault: Any) -> None:
     """Place orders before, during and after ``fault``; then check what must hold."""
     sku = f"{prefix}-S"

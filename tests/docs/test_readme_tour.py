@@ -91,14 +91,20 @@ def shop_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]
         wait_until_ready(process, port, within)
         yield port
     finally:
-        process.terminate()  # Ctrl-C's work: the cluster stops every process it started
+        process.terminate()  # what Ctrl-C does: the cluster stops every process it started
         try:
-            process.wait(60)
+            output = process.communicate(timeout=60)[0]
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+            output = process.communicate()[0]
+    listening = [p for p in map(int, re.findall(r"127\.0\.0\.1:(\d+)", output)) if accepts(p)]
+    assert not listening, f"still listening after the shop stopped: {listening}\n{output[-3000:]}"
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_the_readme_tour_has_steps_to_run() -> None:

@@ -45,11 +45,13 @@ TIMEOUT = httpx.Timeout(30.0, connect=2.0)  # above the longest read-your-writes
 
 @dataclass
 class Upstream:
-    """How the gateway reaches one service: its command API and its query API replicas."""
+    """How the gateway reaches one service: its command API, its query API replicas, and the
+    processes that serve only health and metrics (its workers)."""
 
     commands: httpx.AsyncClient
     queries: Sequence[httpx.AsyncClient]
     apps: Sequence[FastAPI] = ()  # in-process apps whose lifespans the gateway runs
+    workers: Sequence[httpx.AsyncClient] = ()
     _turn: Iterator[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,15 +68,23 @@ class Upstream:
         return cls(client, [client], [app])
 
     @classmethod
-    def over_http(cls, commands_url: str, query_urls: Sequence[str]) -> Upstream:
-        """A service running in other processes: one command API, one or more query API replicas."""
+    def over_http(cls, commands_url: str, query_urls: Sequence[str], worker_urls: Sequence[str] = ()) -> Upstream:
+        """A service running in other processes: one command API, query API replicas, workers."""
         return cls(
             httpx.AsyncClient(base_url=commands_url, timeout=TIMEOUT),
             [httpx.AsyncClient(base_url=url, timeout=TIMEOUT) for url in query_urls],
+            workers=[httpx.AsyncClient(base_url=url, timeout=TIMEOUT) for url in worker_urls],
         )
 
+    def parts(self) -> dict[str, httpx.AsyncClient]:
+        """Every process of the service by a name of its part (``commands``, ``queries1``, ``workers``…)."""
+        named = {"commands": self.commands}
+        named.update({f"queries{i}": c for i, c in enumerate(self.queries) if c is not self.commands})
+        named.update({f"workers{i}" if i else "workers": c for i, c in enumerate(self.workers)})
+        return named
+
     async def close(self) -> None:
-        for client in {id(c): c for c in [self.commands, *self.queries]}.values():
+        for client in {id(c): c for c in [self.commands, *self.queries, *self.workers]}.values():
             await client.aclose()
 
 
@@ -149,12 +159,12 @@ def create_gateway(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], summary="Every service's command and query APIs are ready")
+    @app.get("/ready", tags=["operations"], summary="Every process of every service is ready")
     async def ready() -> Any:
         checks = {
-            f"{name}/{role}": client
+            f"{name}/{part}": client
             for name, upstream in upstreams.items()
-            for role, client in [("commands", upstream.commands), *(("queries", c) for c in upstream.queries)]
+            for part, client in upstream.parts().items()
         }
         answers = await asyncio.gather(*(_status(client, "/ready") for client in checks.values()))
         statuses = dict(zip(checks, answers, strict=True))
@@ -162,9 +172,13 @@ def create_gateway(
             return problem(503, "Not ready", "A service is not ready", "not-ready", services=statuses)
         return {"status": "ready", "services": statuses}
 
-    @app.get("/metrics", tags=["operations"], summary="Every service's metrics, labelled by service")
+    @app.get("/metrics", tags=["operations"], summary="Every process's metrics, labelled by service and part")
     async def metrics() -> Response:
-        texts = {name: await _text(upstream.commands, "/metrics") for name, upstream in upstreams.items()}
+        texts = {
+            (name, part): await _text(client, "/metrics")
+            for name, upstream in upstreams.items()
+            for part, client in upstream.parts().items()
+        }
         registry = CollectorRegistry()
         registry.register(_Labelled(texts))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
@@ -229,25 +243,25 @@ async def _text(client: httpx.AsyncClient, path: str) -> str:
 
 
 class _Labelled(Collector):
-    """Several services' expositions as one, each sample labelled with its service."""
+    """Several processes' expositions as one, each sample labelled with its service and part."""
 
-    def __init__(self, texts: Mapping[str, str]) -> None:
+    def __init__(self, texts: Mapping[tuple[str, str], str]) -> None:
         self._texts = texts
 
     def collect(self) -> Iterator[Any]:
         families: dict[str, Any] = {}
-        for service, text in self._texts.items():
+        for (service, part), text in self._texts.items():
             for family in text_string_to_metric_families(text):
                 merged = families.setdefault(family.name, family)
                 if merged is not family:
-                    merged.samples.extend(_with_service(family.samples, service))
+                    merged.samples.extend(_labelled(family.samples, service, part))
                 else:
-                    family.samples[:] = _with_service(family.samples, service)
+                    family.samples[:] = _labelled(family.samples, service, part)
         yield from families.values()
 
 
-def _with_service(samples: Sequence[Any], service: str) -> list[Any]:
-    return [s._replace(labels={**s.labels, "service": service}) for s in samples]
+def _labelled(samples: Sequence[Any], service: str, part: str) -> list[Any]:
+    return [s._replace(labels={**s.labels, "service": service, "part": part}) for s in samples]
 
 
 def gateway_in_process(system: System, runtimes: Mapping[str, Runtime], **options: Any) -> FastAPI:
