@@ -61,7 +61,7 @@ class Settings:
         nats_url = environ.get("TWOFOLD_NATS_URL") or None
         if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
             raise ConfigurationError(f"TWOFOLD_NATS_URL must be nats://host:port or tls://host:port (got {nats_url!r})")
-        return cls(database_url, read_url, environ.get("HOST", "127.0.0.1"), int(port), nats_url)
+        return cls(database_url, read_url, environ.get("HOST") or "127.0.0.1", int(port), nats_url)
 
 
 @dataclass(frozen=True, slots=True)
