@@ -21,8 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+try:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
+    raise ModuleNotFoundError("Authentication needs the http extra: pip install 'twofold[http]'") from exc
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
