@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from twofold import Service
 from twofold.config import AuthSettings
 from twofold.errors import ConfigurationError
 from twofold.http.auth import Authenticator, scopes_for
+from twofold.http.problems import Unauthorized
 
 SECRET = "a-development-secret-of-at-least-32-bytes"
 AUDIENCE, ISSUER = "shop-api", "https://id.example"
@@ -396,3 +399,36 @@ async def test_a_client_of_the_gateway_is_checked_there_and_its_token_reaches_th
             assert added.json()["events"][0]["metadata"]["principal"] == "gia"
             ready = await client.get("/ready", headers=bearer(token(scope="operations:read")))
             assert ready.status_code == 200, ready.text
+
+
+async def test_keys_are_fetched_from_a_jwks_url_and_an_unknown_key_id_is_refused(tmp_path: Path) -> None:
+    first, second = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    served = {"keys": [json.loads(jwt.algorithms.ECAlgorithm.to_jwk(first.public_key())) | {"kid": "k1"}]}
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(served).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+        auth = Authenticator(AuthSettings(jwks_url=url, audience=AUDIENCE, issuer=ISSUER))
+        principal = await auth.authenticate(f"Bearer {token(first, 'ES256', {'kid': 'k1'}, sub='kim')}")
+        assert principal.subject == "kim"
+
+        with pytest.raises(Unauthorized, match="key id"):
+            await auth.authenticate(f"Bearer {token(second, 'ES256', {'kid': 'k2'}, sub='lee')}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -113,7 +113,7 @@ class Authenticator:
         kid = header.get("kid")
         if self._jwks_client is not None:
             # PyJWKClient fetches with urllib, which blocks: off the event loop (keys are cached).
-            # An unknown kid makes it fetch the set again: keys rotate without a restart.
+            # An unknown kid makes it fetch the set again (at most every 30 s): keys rotate without a restart.
             client = self._jwks_client
             found = await asyncio.to_thread(
                 lambda: client.get_signing_key(kid) if isinstance(kid, str) else _pick(client.get_jwk_set(), kid)
