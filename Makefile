@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres run-cluster test lint typecheck clean bench
+.PHONY: install run run-postgres run-cluster test lint typecheck clean bench token
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run-postgres: install  ## the same, on a development PostgreSQL kept in ./data/p
 
 run-cluster: install  ## every service part in its own process, on PostgreSQL and NATS; the gateway on $${PORT:-8000}
 	$(BIN)/twofold cluster examples.$(APP):$(APP)
+
+SCOPES ?= commands:* queries:*
+SUB    ?= developer
+token: install  ## a development token: make token SCOPES='queries:*' [SUB=ada] [TENANT=t1] (needs TWOFOLD_AUTH_HS256_SECRET)
+	@$(BIN)/twofold token --scopes '$(SCOPES)' --sub '$(SUB)' $(if $(TENANT),--tenant '$(TENANT)')
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks conftest.py

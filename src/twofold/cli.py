@@ -6,6 +6,8 @@ twofold cluster examples.shop:shop                             # every part in i
                                                                # PostgreSQL and NATS (make run-cluster)
 twofold serve myapp:orders                                     # a single service, every role
 twofold serve myapp:orders --role commands                     # the command API only
+twofold token --scopes 'commands:* queries:*' --sub ada        # a development token (needs
+                                                               # TWOFOLD_AUTH_HS256_SECRET)
 
 Roles: all, commands, queries, projections (and sagas), relay, consumers, command-worker (the
 last three need TWOFOLD_NATS_URL), and workers (every background part, as the cluster runs them).
@@ -20,7 +22,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 try:
     import typer
@@ -28,10 +30,13 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
-from twofold.config import ROLES, Role, Settings, async_commands_for, runtime_for
+from twofold.config import ROLES, AuthSettings, Role, Settings, async_commands_for, check_exposure, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.service import Service
 from twofold.system import System
+
+if TYPE_CHECKING:
+    from twofold.http.auth import Authenticator
 
 app = typer.Typer(help="Run and operate twofold services.", no_args_is_help=True, add_completion=False)
 
@@ -105,6 +110,30 @@ def serve(
 
 
 @app.command()
+def token(
+    scopes: Annotated[str, typer.Option(help="Space-separated, e.g. 'commands:* queries:*'")],
+    sub: Annotated[str, typer.Option(help="The principal every event it causes records")] = "developer",
+    tenant: Annotated[str | None, typer.Option(help="The tenant claim, recorded with the principal")] = None,
+    minutes: Annotated[int, typer.Option(min=1, max=24 * 60, help="How long it is valid")] = 60,
+) -> None:
+    """Print a development bearer token signed with TWOFOLD_AUTH_HS256_SECRET."""
+    try:
+        settings = AuthSettings.from_env()
+        if settings is None or settings.hs256_secret is None:
+            raise ConfigurationError(
+                "twofold token signs with TWOFOLD_AUTH_HS256_SECRET: set it (32 bytes or more), "
+                "as the services you call have it"
+            )
+        from twofold.http.auth import Authenticator
+
+        signed = Authenticator(settings).token(sub, scopes.split(), tenant=tenant, seconds=minutes * 60)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(signed)
+
+
+@app.command()
 def cluster(
     target: Annotated[str, typer.Argument(help="A System, as module:attribute (examples.shop:shop)")],
     port: Annotated[int | None, typer.Option(help="The gateway's port [env PORT, default 8000]")] = None,
@@ -133,8 +162,8 @@ def cluster(
             fg="green",
             err=True,
         )
-        _warn_no_auth()
-        gateway = create_gateway(system, running.upstreams())
+        auth = _authenticator(dict(os.environ), "127.0.0.1")
+        gateway = create_gateway(system, running.upstreams(), auth=auth)
         uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning")
     typer.secho("twofold: stopped", err=True)
 
@@ -175,17 +204,22 @@ def _dev_postgres_system(system: System) -> Iterator[dict[str, str]]:
 def _serve(service: Service, role: str, host: str | None, port: int | None, environ: dict[str, str]) -> None:
     from twofold.http import create_app
 
+    settings = _settings(service, environ)
+    listen_host, listen_port = host or settings.host, port or settings.port
+    auth = _authenticator(environ, listen_host)
     try:
-        settings = Settings.from_env(service, environ)
         runtime = runtime_for(service, settings, cast(Role, role))
         queue = async_commands_for(runtime, settings) if role in ("all", "commands") else None
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     http = create_app(
-        runtime, commands=role in ("all", "commands"), queries=role in ("all", "queries"), async_commands=queue
+        runtime,
+        commands=role in ("all", "commands"),
+        queries=role in ("all", "queries"),
+        async_commands=queue,
+        auth=auth,
     )
-    listen_host, listen_port = host or settings.host, port or settings.port
     typer.secho(
         f"twofold: serving {service.name} ({role}) on http://{listen_host}:{listen_port}"
         f" — events: {settings.database_url}, read models: {settings.read_database_url}"
@@ -200,28 +234,49 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
     from twofold.embedded import embedded_runtimes, service_environ
     from twofold.http.gateway import gateway_in_process
 
+    settings = _settings(system.services[0], environ)
+    listen_host, listen_port = host or settings.host, port or settings.port
+    auth = _authenticator(environ, listen_host)
     try:
         runtimes = embedded_runtimes(system, environ)
-        settings = Settings.from_env(system.services[0], environ)
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    listen_host, listen_port = host or settings.host, port or settings.port
     where = f"http://{listen_host}:{listen_port}"
     typer.secho(f"twofold: serving {system.name} on {where}, every service in this process:", fg="green", err=True)
     for service in system.services:
         own = Settings.from_env(service, service_environ(environ, service.name))
         typer.secho(f"  {service.name:<12} events: {own.database_url}, read models: {own.read_database_url}", err=True)
-    _warn_no_auth()
-    uvicorn.run(gateway_in_process(system, runtimes), host=listen_host, port=listen_port, log_level="info")
+    uvicorn.run(gateway_in_process(system, runtimes, auth=auth), host=listen_host, port=listen_port, log_level="info")
 
 
-def _warn_no_auth() -> None:
-    typer.secho(
-        "twofold: authentication is OFF — anyone who can reach these ports may read and write; loopback only",
-        fg="yellow",
-        err=True,
-    )
+def _settings(service: Service, environ: dict[str, str]) -> Settings:
+    try:
+        return Settings.from_env(service, environ)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _authenticator(environ: dict[str, str], host: str) -> Authenticator | None:
+    """Authentication as the environment sets it; off only on loopback, or the process does not start."""
+    try:
+        settings = AuthSettings.from_env(environ)
+        check_exposure(host, settings)
+        if settings is None:
+            typer.secho(
+                "twofold: authentication is OFF — anyone who can reach this port may read and write;"
+                " set TWOFOLD_AUTH_HS256_SECRET or TWOFOLD_AUTH_JWKS_URL to turn it on (docs/security.md)",
+                fg="yellow",
+                err=True,
+            )
+            return None
+        from twofold.http.auth import Authenticator
+
+        return Authenticator(settings)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

@@ -7,6 +7,11 @@
                                asynchronous commands wait there for command workers; unset, nothing
                                is published and 202 commands run in the API process
     HOST, PORT                 where HTTP listens (127.0.0.1:8000)
+    TWOFOLD_AUTH_HS256_SECRET  bearer tokens signed with this shared secret (development)
+    TWOFOLD_AUTH_JWKS_URL      … or with the RS256/ES256 keys published at this https:// URL
+    TWOFOLD_AUTH_JWKS_FILE     … or with the keys of this JWK set file (production)
+    TWOFOLD_AUTH_AUDIENCE      the ``aud`` a token must carry, when set
+    TWOFOLD_AUTH_ISSUER        the ``iss`` a token must carry, when set
 
 ``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
 """
@@ -30,7 +35,7 @@ from twofold.service import Service
 from twofold.store import EventStore
 from twofold.store.sqlite import SQLiteEventStore
 
-__all__ = ["Role", "Settings", "async_commands_for", "runtime_for"]
+__all__ = ["AuthSettings", "Role", "Settings", "async_commands_for", "check_exposure", "runtime_for"]
 
 Role = Literal["all", "commands", "queries", "projections", "relay", "consumers", "command-worker", "workers"]
 ROLES: tuple[Role, ...] = typing.get_args(Role)
@@ -56,7 +61,71 @@ class Settings:
         nats_url = environ.get("TWOFOLD_NATS_URL") or None
         if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
             raise ConfigurationError(f"TWOFOLD_NATS_URL must be nats://host:port or tls://host:port (got {nats_url!r})")
-        return cls(database_url, read_url, environ.get("HOST", "127.0.0.1"), int(port), nats_url)
+        return cls(database_url, read_url, environ.get("HOST") or "127.0.0.1", int(port), nats_url)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How bearer tokens are checked (docs/security.md): one source of keys, and the claims required.
+
+    Exactly one of ``hs256_secret``, ``jwks_url`` and ``jwks_file`` is set.
+    """
+
+    hs256_secret: str | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_seconds: float = 30.0  # clock skew tolerated on exp, nbf and iat
+
+    def __post_init__(self) -> None:
+        given = [name for name in AUTH_KEY_VARIABLES if getattr(self, _FIELD[name]) is not None]
+        if len(given) != 1:
+            raise ConfigurationError(
+                f"Set exactly one of {', '.join(AUTH_KEY_VARIABLES)} to turn authentication on (got {given or 'none'})"
+            )
+        if self.hs256_secret is not None and len(self.hs256_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"TWOFOLD_AUTH_HS256_SECRET must be at least {MIN_SECRET_BYTES} bytes; make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.jwks_url is not None and not (self.jwks_url.startswith("https://") or _is_loopback_url(self.jwks_url)):
+            raise ConfigurationError(f"TWOFOLD_AUTH_JWKS_URL must be an https:// URL (got {self.jwks_url!r})")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> AuthSettings | None:
+        """The settings the environment asks for, or ``None`` when it turns authentication off."""
+        if not any(environ.get(name) for name in AUTH_KEY_VARIABLES):
+            return None
+        jwks_file = environ.get("TWOFOLD_AUTH_JWKS_FILE") or None
+        return cls(
+            hs256_secret=environ.get("TWOFOLD_AUTH_HS256_SECRET") or None,
+            jwks_url=environ.get("TWOFOLD_AUTH_JWKS_URL") or None,
+            jwks_file=Path(jwks_file) if jwks_file else None,
+            audience=environ.get("TWOFOLD_AUTH_AUDIENCE") or None,
+            issuer=environ.get("TWOFOLD_AUTH_ISSUER") or None,
+        )
+
+
+AUTH_KEY_VARIABLES = ("TWOFOLD_AUTH_HS256_SECRET", "TWOFOLD_AUTH_JWKS_URL", "TWOFOLD_AUTH_JWKS_FILE")
+_FIELD = dict(zip(AUTH_KEY_VARIABLES, ("hs256_secret", "jwks_url", "jwks_file"), strict=True))
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
+    return url.startswith("http://") and host in LOOPBACK_HOSTS
+
+
+def check_exposure(host: str, auth: AuthSettings | None) -> None:
+    """Refuse to listen beyond loopback without authentication: secure by default."""
+    if auth is None and host not in LOOPBACK_HOSTS:
+        raise ConfigurationError(
+            f"Refusing to listen on {host} without authentication: anyone who reaches it could read and write. "
+            "Set TWOFOLD_AUTH_JWKS_URL or TWOFOLD_AUTH_JWKS_FILE (production) or TWOFOLD_AUTH_HS256_SECRET "
+            "(development), or listen on 127.0.0.1 (docs/security.md)"
+        )
 
 
 def _beside(database_url: str) -> str:

@@ -14,7 +14,8 @@ whole in one process or split into command, query and projection processes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from twofold.commands import CommandHandler
 from twofold.errors import ConfigurationError
@@ -24,7 +25,11 @@ from twofold.queries import QueryHandler
 from twofold.sagas import Saga
 from twofold.subscriptions import Subscription
 
-__all__ = ["Service"]
+__all__ = ["Policy", "Service"]
+
+Policy = Callable[[str | None, Any], bool]
+"""``policy(principal, command) -> bool``: may this principal (a token's ``sub``; ``None`` when
+authentication is off) send this command? Checked by the HTTP command API before the command runs."""
 
 
 class Service:
@@ -40,6 +45,8 @@ class Service:
         subscriptions: the streams this service imports from other services' events.
         sagas: the process managers this service runs.
         description: shown at the top of the service's OpenAPI document.
+        policies: for some commands, a :data:`Policy` that decides who may send it, beyond the
+            scopes of their token (``{Withdraw: lambda principal, c: principal == c.owner}``).
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class Service:
         subscriptions: Sequence[Subscription] = (),
         sagas: Sequence[type[Saga]] = (),
         description: str = "",
+        policies: Mapping[type[Command], Policy] | None = None,
     ) -> None:
         self.name = name
         self.commands = dict(commands or {})
@@ -62,6 +70,7 @@ class Service:
         self.subscriptions = tuple(subscriptions)
         self.sagas = tuple(sagas)
         self.description = description
+        self.policies = dict(policies or {})
         self._check()
 
     def _check(self) -> None:
@@ -73,6 +82,9 @@ class Service:
         for cls in self.commands:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"Service {self.name}: commands keys must be Command classes, got {cls!r}")
+        for cls in self.policies:
+            if cls not in self.commands:
+                raise ConfigurationError(f"Service {self.name}: a policy for {cls!r}, which is not one of its commands")
         try:
             EventTypes(upcasters=self.upcasters)
         except ValueError as exc:

@@ -6,5 +6,6 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is inst
     raise ModuleNotFoundError("twofold.http needs the http extra: pip install 'twofold[http]'") from exc
 
 from twofold.http.app import create_app
+from twofold.http.auth import Authenticator, Principal
 
-__all__ = ["create_app"]
+__all__ = ["Authenticator", "Principal", "create_app"]

@@ -4,10 +4,13 @@
     app = create_app(runtime, queries=False)       # a command API process
     app = create_app(runtime, commands=False)      # a query API replica
     app = create_app(runtime, async_commands=JetStreamCommands(runtime, nats_url))  # 202s to NATS workers
+    app = create_app(runtime, auth=Authenticator(AuthSettings.from_env()))  # bearer tokens, scopes
 
 Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
 projections run), ``/metrics`` (Prometheus) and ``/openapi.json``; one with both stores and
-subscriptions also serves ``/dead-letters`` (see :mod:`twofold.http.deadletters`).
+subscriptions also serves ``/dead-letters`` (see :mod:`twofold.http.deadletters`). With ``auth``,
+every route but ``/health`` and ``/docs`` needs a bearer token with the right scope
+(:mod:`twofold.http.auth`, docs/security.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fastapi import FastAPI, Response
 from pydantic.json_schema import models_json_schema
 
 from twofold.command_queue import CommandQueue
+from twofold.http.auth import Authenticator, Guard
 from twofold.http.commands import AsyncCommands, command_router
 from twofold.http.deadletters import dead_letter_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
@@ -46,6 +50,7 @@ def create_app(
     query_timeout: float = 5.0,
     stall_after: float = DEFAULT_STALL_AFTER,
     async_commands: CommandQueue | None = None,
+    auth: Authenticator | None = None,
 ) -> FastAPI:
     """Build the HTTP app for ``runtime``; starting the app starts the runtime, stopping it stops it.
 
@@ -59,6 +64,8 @@ def create_app(
             ``/ready`` calls it stuck (a backlog that moves is not stuck).
         async_commands: where ``Prefer: respond-async`` commands go; by default a task of this
             process each (:class:`~twofold.http.commands.AsyncCommands`).
+        auth: checks bearer tokens and scopes on every request; ``None`` leaves every route open
+            and records no principal (``twofold serve`` allows that on loopback only).
     """
     service = runtime.service
     metrics = Metrics(stall_after)
@@ -82,6 +89,7 @@ def create_app(
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
+    app.add_middleware(Guard, auth=auth)  # added last, so it runs first: no body is read before it
     if commands and runtime.store is not None:
         app.include_router(command_router(runtime, background, metrics))
     if queries and runtime.read_store is not None:

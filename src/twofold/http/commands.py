@@ -25,6 +25,7 @@ from twofold.command_queue import CommandOutcome, CommandQueue
 from twofold.commands import CommandResult
 from twofold.errors import BrokerError, NotFound, TwofoldError
 from twofold.http._json import json_body, result_json
+from twofold.http.auth import check_policy, principal_of
 from twofold.http.metrics import Metrics
 from twofold.http.problems import BadRequest
 from twofold.messages import Command, Envelope, new_id, parse
@@ -161,15 +162,25 @@ def _add_route(
 
     async def _handle(request: Request) -> Any:
         command = parse(command_type, await json_body(request))
+        principal = principal_of(request)
+        check_policy(runtime.service.policies, principal, command)
         key = request.headers.get("idempotency-key")
         envelope = {
             "command_id": _checked_key(key, "Idempotency-Key") if key is not None else None,
             "correlation_id": _optional_key(request.headers.get("x-correlation-id"), "X-Correlation-Id"),
+            "principal": principal.subject,
+            "tenant": principal.tenant,
         }
         if "respond-async" in request.headers.get("prefer", "").lower():
             command_id = envelope["command_id"] or new_id()  # the status URL needs it now
             await background.submit(
-                Envelope(command, message_id=command_id, correlation_id=envelope["correlation_id"] or "")
+                Envelope(
+                    command,
+                    message_id=command_id,
+                    correlation_id=envelope["correlation_id"] or "",
+                    principal=principal.subject,
+                    tenant=principal.tenant,
+                )
             )
             status_url = str(request.url_for("command_status", command_id=command_id).path)
             return JSONResponse(

@@ -11,6 +11,9 @@ Embedded, the services' apps run in the gateway's process and requests reach the
 httpx's ASGI transport, with no socket; in cluster mode they reach each service's processes over
 HTTP. A client cannot tell the two apart, so the same client and the same README tour work
 against ``make run`` and ``make run-cluster``.
+
+With ``auth``, the gateway checks each request's token and scope as a service would, then forwards
+``Authorization`` untouched, and every service checks it again: a service never trusts the gateway.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from twofold.errors import NotFound
 from twofold.http.app import create_app
+from twofold.http.auth import Authenticator, Guard
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE
 from twofold.http.problems import install, problem
@@ -89,9 +93,16 @@ class Upstream:
 
 
 def create_gateway(
-    system: System, upstreams: Mapping[str, Upstream], *, body_limit: int = DEFAULT_BODY_LIMIT
+    system: System,
+    upstreams: Mapping[str, Upstream],
+    *,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+    auth: Authenticator | None = None,
 ) -> FastAPI:
-    """Build the gateway app for ``system``; ``upstreams`` maps each service name to how to reach it."""
+    """Build the gateway app for ``system``; ``upstreams`` maps each service name to how to reach it.
+
+    ``auth`` checks tokens at the gateway too (the services check them whatever the gateway does).
+    """
     missing = sorted(set(system.names) - set(upstreams))
     if missing:
         raise ValueError(f"No upstream for services {missing}")
@@ -112,6 +123,7 @@ def create_gateway(
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
+    app.add_middleware(Guard, auth=auth)
 
     @app.post("/commands/{type_name}", include_in_schema=False)
     async def command(type_name: str, request: Request) -> Response:
@@ -160,22 +172,23 @@ def create_gateway(
         return {"status": "ok"}
 
     @app.get("/ready", tags=["operations"], summary="Every process of every service is ready")
-    async def ready() -> Any:
+    async def ready(request: Request) -> Any:
         checks = {
             f"{name}/{part}": client
             for name, upstream in upstreams.items()
             for part, client in upstream.parts().items()
         }
-        answers = await asyncio.gather(*(_status(client, "/ready") for client in checks.values()))
+        credentials = _credentials(request)
+        answers = await asyncio.gather(*(_status(client, "/ready", credentials) for client in checks.values()))
         statuses = dict(zip(checks, answers, strict=True))
         if any(code != 200 for code in statuses.values()):
             return problem(503, "Not ready", "A service is not ready", "not-ready", services=statuses)
         return {"status": "ready", "services": statuses}
 
     @app.get("/metrics", tags=["operations"], summary="Every process's metrics, labelled by service and part")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         texts = {
-            (name, part): await _text(client, "/metrics")
+            (name, part): await _text(client, "/metrics", _credentials(request))
             for name, upstream in upstreams.items()
             for part, client in upstream.parts().items()
         }
@@ -184,7 +197,7 @@ def create_gateway(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 
     @app.get("/openapi.json", include_in_schema=False)
-    async def openapi() -> dict[str, Any]:
+    async def openapi(request: Request) -> dict[str, Any]:
         merged: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": f"{system.name} API", "description": system.description, "version": "1"},
@@ -192,7 +205,7 @@ def create_gateway(
             "components": {"schemas": {}},
         }
         for upstream in upstreams.values():
-            document = (await upstream.commands.get("/openapi.json")).json()
+            document = (await upstream.commands.get("/openapi.json", headers=_credentials(request))).json()
             for path, operations in document.get("paths", {}).items():
                 if path.startswith(("/commands/", "/queries/", "/sagas/")):
                     merged["paths"].setdefault(path, {}).update(operations)
@@ -227,16 +240,22 @@ async def _forward(request: Request, client: httpx.AsyncClient, service: str, *,
     return Response(answer.content, status_code=answer.status_code, headers=kept)
 
 
-async def _status(client: httpx.AsyncClient, path: str) -> int:
+def _credentials(request: Request) -> dict[str, str]:
+    """The caller's ``Authorization``, for the services the gateway asks on its behalf."""
+    authorization = request.headers.get("authorization")
+    return {} if authorization is None else {"Authorization": authorization}
+
+
+async def _status(client: httpx.AsyncClient, path: str, headers: Mapping[str, str]) -> int:
     try:
-        return (await client.get(path)).status_code
+        return (await client.get(path, headers=headers)).status_code
     except httpx.TransportError:
         return 502
 
 
-async def _text(client: httpx.AsyncClient, path: str) -> str:
+async def _text(client: httpx.AsyncClient, path: str, headers: Mapping[str, str]) -> str:
     try:
-        answer = await client.get(path)
+        answer = await client.get(path, headers=headers)
     except httpx.TransportError:
         return ""
     return answer.text if answer.status_code == 200 else ""
@@ -267,7 +286,7 @@ def _labelled(samples: Sequence[Any], service: str, part: str) -> list[Any]:
 def gateway_in_process(system: System, runtimes: Mapping[str, Runtime], **options: Any) -> FastAPI:
     """The gateway over ``runtimes`` running in this process: each served by its own app, reached without a socket.
 
-    ``options`` go to each service's :func:`~twofold.http.create_app`.
+    ``options`` go to each service's :func:`~twofold.http.create_app`; ``auth`` to the gateway too.
     """
     upstreams = {name: Upstream.in_process(create_app(runtime, **options)) for name, runtime in runtimes.items()}
-    return create_gateway(system, upstreams)
+    return create_gateway(system, upstreams, auth=options.get("auth"))

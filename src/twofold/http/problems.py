@@ -29,7 +29,17 @@ from twofold.errors import (
 )
 from twofold.messages import field_path
 
-__all__ = ["BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "install", "problem"]
+__all__ = [
+    "BadRequest",
+    "Forbidden",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "forbidden_response",
+    "install",
+    "problem",
+    "unauthorized_response",
+]
 
 log = logging.getLogger("twofold.http")
 MEDIA_TYPE = "application/problem+json"
@@ -49,6 +59,41 @@ class PayloadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"Request body is larger than the limit of {limit} bytes")
+
+
+class Unauthorized(Exception):
+    """No bearer token, or one that does not verify (401); the message never quotes the token."""
+
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        self.invalid_token = invalid_token
+        super().__init__(detail)
+
+
+class Forbidden(Exception):
+    """A valid token without the scope a route needs, or a command its policy refuses (403)."""
+
+    def __init__(self, detail: str, *, scope: str | None = None, command: str | None = None) -> None:
+        self.scope = scope
+        self.command = command
+        super().__init__(detail)
+
+
+def unauthorized_response(exc: Unauthorized) -> JSONResponse:
+    challenge = 'Bearer realm="twofold"'
+    if exc.invalid_token:
+        challenge += ', error="invalid_token"'
+    response = problem(401, "Unauthorized", str(exc), "unauthorized")
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def forbidden_response(exc: Forbidden) -> JSONResponse:
+    facts = {k: v for k, v in (("scope", exc.scope), ("command", exc.command)) if v is not None}
+    response = problem(403, "Forbidden", str(exc), "forbidden", **facts)
+    if exc.scope is not None:  # RFC 6750 §3.1
+        challenge = f'Bearer realm="twofold", error="insufficient_scope", scope="{exc.scope}"'
+        response.headers["WWW-Authenticate"] = challenge
+    return response
 
 
 def problem(status: int, title: str, detail: str | None = None, kind: str | None = None, **extra: Any) -> JSONResponse:
@@ -115,6 +160,16 @@ async def _not_caught_up(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Unauthorized)
+    return unauthorized_response(exc)
+
+
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Forbidden)
+    return forbidden_response(exc)
+
+
 async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
     return problem(400, "Bad request", str(exc), "bad-request")
 
@@ -165,6 +220,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ConcurrencyError, _concurrency)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(NotCaughtUp, _not_caught_up)
+    app.add_exception_handler(Unauthorized, _unauthorized)
+    app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(UnsupportedMediaType, _unsupported)
     app.add_exception_handler(PayloadTooLarge, _too_large)
