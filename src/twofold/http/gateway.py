@@ -228,6 +228,9 @@ async def _forward(request: Request, client: httpx.AsyncClient, service: str, *,
         return problem(502, "Service unavailable", f"The {service} service cannot be reached", "upstream-unavailable")
     kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
     kept["x-twofold-service"] = service
+    base = str(client.base_url).rstrip("/")
+    if kept.get("location", "").startswith(base + "/"):  # a service's redirect names its own address, not ours
+        kept["location"] = kept["location"].removeprefix(base)
     return Response(answer.content, status_code=answer.status_code, headers=kept)
 
 
