@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres run-cluster test lint typecheck clean bench token
+.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench token
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ typecheck: install
 
 test: lint typecheck  ## style, types, then the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 500
+
+fuzz: install  ## schemathesis against the APIs' OpenAPI documents, $(FUZZ_EXAMPLES) examples per operation (make test runs 10)
+	TWOFOLD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -p no:cacheprovider
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -28,7 +28,7 @@ from twofold.http.commands import AsyncCommands, command_router
 from twofold.http.deadletters import dead_letter_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
-from twofold.http.problems import install, problem
+from twofold.http.problems import PROBLEM_SCHEMA, install, problem
 from twofold.http.queries import query_router
 from twofold.http.sagas import saga_router
 from twofold.messages import Command
@@ -134,7 +134,7 @@ def create_app(
 
 
 def _describe_messages(app: FastAPI, models: list[type[Command]]) -> None:
-    """Put each command's JSON schema into OpenAPI's components, where its route refers to it."""
+    """Put each command's JSON schema and the problem document's into OpenAPI's components, for routes to refer to."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -146,6 +146,7 @@ def _describe_messages(app: FastAPI, models: list[type[Command]]) -> None:
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(definitions.get("$defs", {}))
+        components["Problem"] = PROBLEM_SCHEMA
         for model in models:
             own = model.model_json_schema(ref_template="#/components/schemas/{model}")
             own.pop("$defs", None)

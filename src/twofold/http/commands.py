@@ -27,7 +27,7 @@ from twofold.errors import BrokerError, NotFound, TwofoldError
 from twofold.http._json import json_body, result_json
 from twofold.http.auth import check_policy, principal_of
 from twofold.http.metrics import Metrics
-from twofold.http.problems import BadRequest
+from twofold.http.problems import BadRequest, problem_responses
 from twofold.messages import Command, Envelope, new_id, parse
 from twofold.runtime import Runtime
 
@@ -137,7 +137,9 @@ def command_router(runtime: Runtime, background: CommandQueue, metrics: Metrics)
     for command_type in runtime.service.commands:
         _add_route(router, runtime, background, metrics, command_type)
 
-    @router.get("/commands/{command_id}", summary="Status and result of a command")
+    @router.get(
+        "/commands/{command_id}", summary="Status and result of a command", responses=problem_responses(400, 404, 503)
+    )
     async def command_status(command_id: str) -> dict[str, Any]:
         return await status_of(runtime, background, _checked_key(command_id, "command id"))
 
@@ -201,7 +203,10 @@ def _add_route(
         name=f"command {name}",
         summary=(command_type.__doc__ or name).strip().splitlines()[0],
         response_model=CommandAccepted,
-        responses={202: {"model": CommandQueued, "description": "Accepted to run in the background"}},
+        responses={
+            202: {"model": CommandQueued, "description": "Accepted to run in the background"},
+            **problem_responses(400, 404, 409, 413, 415, 422, 503),
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 
 from twofold.deadletters import DeadLetter, DeadLetters
 from twofold.errors import NotFound
-from twofold.http.problems import BadRequest
+from twofold.http.problems import BadRequest, problem_responses
 from twofold.runtime import Runtime
 from twofold.subscriptions import Importer
 
@@ -36,12 +36,20 @@ def dead_letter_router(runtime: Runtime) -> APIRouter:
     letters = DeadLetters(runtime.read_store)
     sources = [s.source for s in runtime.service.subscriptions]
 
-    @router.get("/dead-letters", summary="Messages from other services that could not be imported")
+    @router.get(
+        "/dead-letters",
+        summary="Messages from other services that could not be imported",
+        responses=problem_responses(404, 422, 503),
+    )
     async def list_dead_letters(source: str | None = None, stream_id: str | None = None) -> dict[str, Any]:
         _known(sources, source)
         return {"dead_letters": [_row(letter) for letter in await letters.parked(source, stream_id)]}
 
-    @router.post("/dead-letters/retry", summary="Import parked messages again, stream by stream, in order")
+    @router.post(
+        "/dead-letters/retry",
+        summary="Import parked messages again, stream by stream, in order",
+        responses=problem_responses(400, 404, 413, 422, 503),
+    )
     async def retry(request: Request, source: str | None = None, stream_id: str | None = None) -> dict[str, Any]:
         body = await _body(request)
         source = source or body.get("source")

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -221,7 +222,8 @@ def create_gateway(
 
 async def _forward(request: Request, client: httpx.AsyncClient, service: str, *, path: str | None = None) -> Response:
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-    target = path or request.url.path
+    # The path as decoded by the router, encoded again: a client's %1F must not reach httpx as a raw control character.
+    target = quote(path or request.url.path)
     if request.url.query:
         target += "?" + request.url.query  # as the client wrote it: repeated parameters stay repeated
     try:
@@ -231,12 +233,17 @@ async def _forward(request: Request, client: httpx.AsyncClient, service: str, *,
             headers=headers,
             content=await request.body(),
         )
+    except httpx.InvalidURL as exc:  # a query string holding what no URL may (a raw control character)
+        return problem(400, "Bad request", f"The request's URL cannot be forwarded: {exc}", "bad-request")
     except httpx.TimeoutException:
         return problem(504, "Service timed out", f"The {service} service did not answer in time", "upstream-timeout")
     except httpx.TransportError:
         return problem(502, "Service unavailable", f"The {service} service cannot be reached", "upstream-unavailable")
     kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
     kept["x-twofold-service"] = service
+    base = str(client.base_url).rstrip("/")
+    if kept.get("location", "").startswith(base + "/"):  # a service's redirect names its own address, not ours
+        kept["location"] = kept["location"].removeprefix(base)
     return Response(answer.content, status_code=answer.status_code, headers=kept)
 
 

@@ -30,6 +30,7 @@ from twofold.errors import (
 from twofold.messages import field_path
 
 __all__ = [
+    "PROBLEM_SCHEMA",
     "BadRequest",
     "Forbidden",
     "PayloadTooLarge",
@@ -38,11 +39,51 @@ __all__ = [
     "forbidden_response",
     "install",
     "problem",
+    "problem_responses",
     "unauthorized_response",
 ]
 
 log = logging.getLogger("twofold.http")
 MEDIA_TYPE = "application/problem+json"
+
+
+# The shape of every problem document, as OpenAPI components hold it (``#/components/schemas/Problem``).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem: what failed, with the facts as fields (errors, positions…)",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_MEANINGS = {
+    400: "Malformed: not JSON, or a header with an impossible value",
+    404: "No such type, command or instance",
+    409: "Rejected by a domain rule, or a concurrency conflict",
+    413: "The body is over the limit",
+    415: "The body is not JSON",
+    422: "Validation failed; every bad field is named in errors",
+    503: "A store or the broker is out of reach; try again",
+    504: "The read models did not reach X-Min-Position in time",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The problem+json answers a route may give, for its OpenAPI ``responses``."""
+    content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {status: {"description": _MEANINGS[status], "content": content} for status in statuses}
 
 
 class BadRequest(Exception):

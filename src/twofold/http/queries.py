@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from twofold.errors import NotFound
 from twofold.http._json import min_position
 from twofold.http.metrics import Metrics
+from twofold.http.problems import problem_responses
 from twofold.messages import Query, parse
 from twofold.queries import result_type_of
 from twofold.runtime import Runtime
@@ -58,6 +59,7 @@ def _add_route(
         name=f"query {name}",
         summary=(query_type.__doc__ or name).strip().splitlines()[0],
         response_model=result if isinstance(result, type) and issubclass(result, BaseModel) else None,
+        responses=problem_responses(400, 404, 413, 422, 503, 504),
         openapi_extra={"parameters": _parameters(query_type)},
     )
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from twofold.errors import NotFound
+from twofold.http.problems import problem_responses
 from twofold.readmodels import ReadStore
 from twofold.runtime import Runtime
 from twofold.saga_runner import ensure_saga_tables, saga_instance, saga_instances
@@ -31,7 +32,11 @@ def saga_router(runtime: Runtime, read_store: ReadStore) -> APIRouter:
             await ensure_saga_tables(read_store)
             ready.append(True)
 
-    @router.get("/sagas/{name}", summary="A page of a saga's instances, in key order")
+    @router.get(
+        "/sagas/{name}",
+        summary="A page of a saga's instances, in key order",
+        responses=problem_responses(404, 422, 503),
+    )
     async def instances(
         name: str,
         status: Literal["active", "completed"] | None = None,
@@ -42,7 +47,11 @@ def saga_router(runtime: Runtime, read_store: ReadStore) -> APIRouter:
         found = await saga_instances(read_store, name, status=status, after=after, limit=limit)
         return {"saga": name, "instances": found}
 
-    @router.get("/sagas/{name}/{instance}", summary="One saga instance: its state and pending deadlines")
+    @router.get(
+        "/sagas/{name}/{instance}",
+        summary="One saga instance: its state and pending deadlines",
+        responses=problem_responses(404, 422, 503),
+    )
     async def instance(name: str, instance: str) -> dict[str, Any]:
         await checked(name)
         found = await saga_instance(read_store, name, instance)
