@@ -17,7 +17,7 @@ async def test_instances_are_listed_by_status_and_shown_with_their_deadlines(tmp
     async with serve(shop, tmp_path) as api:
         await api.ok("Restock", {"sku": "A", "quantity": 1})
         placed = await api.ok("PlaceOrder", {"order_id": "o-1", "sku": "A", "quantity": 1})
-        await api.ok("PlaceOrder", {"order_id": "o-2", "sku": "A", "quantity": 1})
+        await api.ok("PlaceOrder", {"order_id": "o-2", "sku": "A", "quantity": 5})  # more than there is, ever
         await api.runtime.catch_up()
 
         listed = (await api.client.get("/sagas/checkout")).json()

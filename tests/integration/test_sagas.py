@@ -392,7 +392,7 @@ async def test_the_instances_are_listed_with_their_state_in_the_read_store(open_
     async with runtime_on(open_stores) as runtime:
         await runtime.execute(Restock(sku="A", quantity=1))
         await runtime.execute(PlaceOrder(order_id="o-1", sku="A", quantity=1))
-        await runtime.execute(PlaceOrder(order_id="o-2", sku="A", quantity=1))
+        await runtime.execute(PlaceOrder(order_id="o-2", sku="A", quantity=5))  # more than there is, ever
         await runtime.catch_up()
         assert runtime.read_store is not None
         rows = await runtime.read_store.read(
