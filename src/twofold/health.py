@@ -8,10 +8,15 @@ an idle worker is healthy, a frozen loop with events waiting is not.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-__all__ = ["Progress"]
+if TYPE_CHECKING:
+    from twofold.store._follow import Followable
+
+__all__ = ["Progress", "progress_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +48,23 @@ class Progress:
         if self.lag == 0 or self.waiting_since is None:
             return 0.0
         return max((now - max(self.last_progress, self.waiting_since)).total_seconds(), 0.0)
+
+
+async def progress_of(
+    worker: str,
+    store: Followable,
+    position: int,
+    last_progress: datetime,
+    categories: Collection[str] | None = None,
+) -> Progress:
+    """Where a worker that follows ``store`` stands: the store's head, and since when the oldest
+    event past ``position`` (of ``categories``, when it follows only some) has been waiting."""
+    head = await store.head_position()
+    waiting_since = None
+    if head > position:
+        pending = [e async for e in store.read_all(position + 1, 1, categories)]
+        if pending:
+            waiting_since = pending[0].recorded_at
+        elif categories is not None:
+            head = position  # only events it does not follow lie ahead: nothing waits on it
+    return Progress(worker, position, head, last_progress, waiting_since)

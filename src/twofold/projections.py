@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from twofold._notify import Notifier
 from twofold.aggregate import event_types_of
-from twofold.health import Progress
+from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
@@ -118,13 +118,7 @@ class ProjectionRunner:
 
     async def progress(self) -> Progress:
         """Where this runner stands against the store's head, for health checks."""
-        head = await self._store.head_position()
-        position = self.position
-        waiting_since = None
-        if head > position:
-            oldest = [e async for e in self._store.read_all(position + 1, limit=1)]
-            waiting_since = oldest[0].recorded_at if oldest else None
-        return Progress(self.name, position, head, self.last_progress, waiting_since)
+        return await progress_of(self.name, self._store, self.position, self.last_progress)
 
     async def start(self) -> None:
         await self._read_store.transact(self.name, self.projection.setup)

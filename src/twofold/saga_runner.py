@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from twofold.errors import ConcurrencyError
-from twofold.health import Progress
+from twofold.health import Progress, progress_of
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster, utc_now
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.sagas import Actions, Saga, SentCommand, Timeout, stream_of
@@ -141,12 +141,7 @@ class SagaRunner:
             self._task = None
 
     async def progress(self) -> Progress:
-        head = await self._store.head_position()
-        waiting_since = None
-        if head > self.position:
-            oldest = [e async for e in self._store.read_all(self.position + 1, limit=1)]
-            waiting_since = oldest[0].recorded_at if oldest else None
-        return Progress(self.name, self.position, head, self.last_progress, waiting_since)
+        return await progress_of(self.name, self._store, self.position, self.last_progress)
 
     async def catch_up(self) -> None:
         """React to every event committed so far, then return (for tests and tools)."""

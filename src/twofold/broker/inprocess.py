@@ -16,10 +16,11 @@ in between imports that page again, which changes nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
-from twofold.health import Progress
+from twofold.health import Progress, progress_of
 from twofold.messages import utc_now
 from twofold.readmodels import Database, ReadStore
 from twofold.service import Service
@@ -98,16 +99,11 @@ class InProcessFeed:
 
     async def progress(self) -> Progress:
         """Where the feed stands against the source's head (events of other categories count as done)."""
-        head = await self._source.head_position()
-        waiting_since = None
-        if head > self.position:
-            pending = [e async for e in self._source.read_all(self.position + 1, 1, self._categories)]
-            waiting_since = pending[0].recorded_at if pending else None
-            if not pending:
-                head = self.position  # nothing subscribed waits
-        elif self.running:
+        progress = await progress_of(self.name, self._source, self.position, self.last_progress, self._categories)
+        if progress.lag == 0 and self.running:  # caught up: idle, which is healthy
             self.last_progress = utc_now()
-        return Progress(self.name, self.position, head, self.last_progress, waiting_since)
+            progress = dataclasses.replace(progress, last_progress=self.last_progress)
+        return progress
 
     async def catch_up(self) -> None:
         """Import every subscribed event the source holds now, then return (for tests and tools)."""
