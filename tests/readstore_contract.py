@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from twofold.errors import StoreError
+from twofold.errors import InvalidMessage, StoreError
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 
 WAIT = 5.0  # seconds any one wait below may take before the test fails rather than hangs
@@ -271,3 +271,58 @@ class ReadStoreContract:
 
         await store.close()
         await store.close()
+
+    # -- tenants -----------------------------------------------------------------------------------
+
+    async def test_a_tenants_rows_and_checkpoints_are_its_own(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(("M-1", "Main mug", 1)), position=3)
+        acme, globex = store.for_tenant("acme"), store.for_tenant("globex")
+        await acme.transact(NAME, add(("A-1", "Acme mug", 1)), position=5)
+        await globex.transact(NAME, add(("G-1", "Globex mug", 1)), position=7)
+
+        assert await skus(store) == ["M-1"]
+        assert await skus(acme) == ["A-1"]
+        assert await skus(globex) == ["G-1"]
+        assert [await s.checkpoint(NAME) for s in (store, acme, globex)] == [3, 5, 7]
+        assert store.for_tenant("acme") is acme
+
+    async def test_a_table_the_tenant_lacks_is_an_error_never_another_stores_rows(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(("M-1", "Main mug", 1)))
+        await store.for_tenant("acme").transact(NAME, add(("A-1", "Acme mug", 1)))
+        empty = store.for_tenant("initech")
+
+        with pytest.raises(StoreError):
+            await skus(empty)
+
+    async def test_tenants_differing_only_in_case_are_kept_apart(self, store: ReadStore) -> None:
+        await store.for_tenant("Acme").transact(NAME, add(("U-1", "Upper", 1)))
+        await store.for_tenant("acme").transact(NAME, add(("L-1", "Lower", 1)))
+
+        assert await skus(store.for_tenant("Acme")) == ["U-1"]
+        assert await skus(store.for_tenant("acme")) == ["L-1"]
+
+    async def test_a_tenants_rows_outlive_the_store_and_are_found_by_the_next(self, open_store: OpenStore) -> None:
+        first = open_store()
+        await first.for_tenant("acme").transact(NAME, add(("A-1", "Acme mug", 1)), position=4)
+        await first.close()
+
+        second = open_store()
+        try:
+            assert await skus(second.for_tenant("acme")) == ["A-1"]
+            assert await second.for_tenant("acme").checkpoint(NAME) == 4
+        finally:
+            await second.close()
+
+    async def test_a_tenants_checkpoint_fences_two_stores_like_the_main_one(
+        self, store: ReadStore, other: ReadStore
+    ) -> None:
+        await store.for_tenant("acme").transact(NAME, add(("A-1", "Acme mug", 1)), position=2)
+
+        with pytest.raises(CheckpointConflict):
+            await other.for_tenant("acme").transact(NAME, add(("A-2", "Again", 1)), expected=0, position=2)
+        assert await skus(store.for_tenant("acme")) == ["A-1"]
+
+    async def test_a_tenant_id_that_is_no_safe_name_is_refused(self, store: ReadStore) -> None:
+        for bad in ("", "../etc", "a b", "x" * 64, "acme;DROP SCHEMA public", "é"):
+            with pytest.raises(InvalidMessage):
+                store.for_tenant(bad)

@@ -27,6 +27,7 @@ CORE = [
     "system",
     "runtime",
     "health",
+    "tenancy",
 ]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
@@ -46,6 +47,7 @@ CORE_MAY_IMPORT = {
     "twofold.system",
     "twofold.runtime",
     "twofold.health",
+    "twofold.tenancy",
     "twofold.store",
     "twofold.store._follow",
     "twofold.readmodels",

@@ -27,6 +27,7 @@ MODULES = [
     "twofold.store.sqlite",
     "twofold.system",
     "twofold.subscriptions",
+    "twofold.tenancy",
     "twofold.testing",
     "twofold.testing.contracts",
     "twofold.testing.servers",

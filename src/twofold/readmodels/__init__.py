@@ -82,6 +82,15 @@ class ReadStore(Protocol):
         """The last position ``name`` committed (0 if none)."""
         ...
 
+    def for_tenant(self, tenant: str) -> ReadStore:
+        """The same kind of store for one tenant's read models, apart from every other tenant's.
+
+        Its tables and checkpoints are the tenant's own (a schema on PostgreSQL, a file on
+        SQLite): nothing read through it can come from another tenant or from this store. The
+        same tenant always gets the same store; closing this store closes the tenants' too.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections and threads."""
         ...

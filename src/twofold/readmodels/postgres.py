@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import math
 import re
@@ -36,11 +37,13 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 from twofold.errors import StoreError
 from twofold.readmodels import CheckpointConflict, Database, Params, Row
+from twofold.tenancy import tenant_location
 
 __all__ = ["PostgresDatabase", "PostgresReadStore", "to_psycopg"]
 
@@ -60,6 +63,7 @@ GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %s
 LOCK_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %s FOR UPDATE"
 ADD_CHECKPOINT = "INSERT INTO twofold_checkpoints (projection, position) VALUES (%s, 0) ON CONFLICT DO NOTHING"
 SET_CHECKPOINT = "UPDATE twofold_checkpoints SET position = %s WHERE projection = %s"
+SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"  # true: for this transaction only
 
 _SQL = re.compile(
     r"""
@@ -154,6 +158,12 @@ class PostgresDatabase:
             return cursor.execute(_sql(sql, params), params).fetchall()
 
 
+class _WriterConnection:
+    """The writer thread's connection, or ``None`` until it connects (again, after a loss)."""
+
+    conn: Connection | None = None
+
+
 class _Disconnected(Exception):
     """The connection was found dead at ``BEGIN``, before anything ran: safe to try again on a new one."""
 
@@ -206,9 +216,29 @@ class PostgresReadStore:
             reconnect_timeout=timeout / 2,
             name="twofold-read-store",
         )
-        self._writer_conn: Connection | None = None  # used on the writer thread only
+        self._writer_conn = _WriterConnection()  # shared with tenants' stores; used on the writer thread only
         self._writer = ThreadPoolExecutor(1, "twofold-pg-writer")
         self._readers = ThreadPoolExecutor(readers, "twofold-pg-reader")
+        self._schema: str | None = None  # a tenant's schema; None: the connection's own search_path
+        self._schema_ready = True
+        self._tenants: dict[str, PostgresReadStore] = {}
+
+    def for_tenant(self, tenant: str) -> PostgresReadStore:
+        """The tenant's read models in a schema of their own (``tenant_acme_…``), on this store's connections.
+
+        Every transaction through it sets ``search_path`` to that schema alone, so a handler's
+        unqualified ``products`` is the tenant's table, and a table the tenant lacks is an error,
+        never another tenant's rows. Functions from extensions installed in ``public`` need their
+        schema named.
+        """
+        if self._schema is not None:
+            raise ValueError("A tenant's store has no tenants of its own")
+        view = self._tenants.get(tenant)
+        if view is None:
+            view = copy.copy(self)  # shares the pool, the writer and its connection
+            view._schema, view._schema_ready, view._tenants = tenant_location(tenant), False, {}
+            self._tenants[tenant] = view
+        return view
 
     async def transact(
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
@@ -227,10 +257,30 @@ class PostgresReadStore:
         return await self._run(self._readers, self._read, get)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        if self._schema is None:  # a tenant's store closes with the store it came from
+            await asyncio.to_thread(self._close)
 
     async def _run(self, executor: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+        loop = asyncio.get_running_loop()
+        if not self._schema_ready:
+            await loop.run_in_executor(self._writer, self._create_schema)
+        return await loop.run_in_executor(executor, function, *args)
+
+    def _create_schema(self) -> None:
+        """Create the tenant's schema and its checkpoints table, once (on the writer thread)."""
+        if self._schema_ready or self._schema is None:
+            return
+        with _translated(), self._connect() as conn, conn.transaction():
+            conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
+            conn.execute(SET_SEARCH_PATH, (self._schema,))
+            conn.execute(SCHEMA)
+        self._schema_ready = True
+
+    def _enter_schema(self, conn: Connection) -> None:
+        """Point this transaction's unqualified names at the tenant's schema, and nowhere else."""
+        if self._schema is not None:
+            conn.execute(SET_SEARCH_PATH, (self._schema,))
 
     # -- on the writer thread ----------------------------------------------------------------------
 
@@ -249,6 +299,7 @@ class PostgresReadStore:
         conn = self._writer_connection()
         try:
             with _transaction(conn), conn.cursor() as cursor:
+                self._enter_schema(conn)
                 actual = _lock_checkpoint(cursor, name)
                 if expected is not None and actual != expected:
                     raise CheckpointConflict(name, expected, actual)
@@ -265,12 +316,12 @@ class PostgresReadStore:
         finally:
             if conn.closed:  # broken: the next call connects afresh
                 conn.close()
-                self._writer_conn = None
+                self._writer_conn.conn = None
 
     def _writer_connection(self) -> Connection:
-        if self._writer_conn is None:
-            self._writer_conn = self._connect()
-        return self._writer_conn
+        if self._writer_conn.conn is None:
+            self._writer_conn.conn = self._connect()
+        return self._writer_conn.conn
 
     # -- on reader threads -------------------------------------------------------------------------
 
@@ -286,6 +337,7 @@ class PostgresReadStore:
 
     def _read_once(self, use: Callable[[Connection], T]) -> T:
         with self._pool.connection() as conn, _transaction(conn):
+            self._enter_schema(conn)
             return use(conn)
 
     # -- connections ---------------------------------------------------------------------------------
@@ -296,9 +348,9 @@ class PostgresReadStore:
     def _close(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
-        if self._writer_conn is not None:
-            self._writer_conn.close()
-            self._writer_conn = None
+        if self._writer_conn.conn is not None:
+            self._writer_conn.conn.close()
+            self._writer_conn.conn = None
         self._pool.close()
 
 

@@ -15,10 +15,12 @@ from typing import TypeVar
 from twofold._sqlite import SQLiteThreads, transaction
 from twofold.errors import StoreError
 from twofold.readmodels import CheckpointConflict, Database, Params, Row
+from twofold.tenancy import tenant_location
 
 __all__ = ["SQLiteDatabase", "SQLiteReadStore"]
 
 T = TypeVar("T")
+TENANT_READERS = 2  # reader threads per tenant's file: a file per tenant should not cost a pool each
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS twofold_checkpoints (
@@ -79,6 +81,7 @@ class SQLiteReadStore:
         # A read model can always be rebuilt from the events, so it need not sync every commit.
         self._threads = SQLiteThreads(path, schema=SCHEMA, synchronous="NORMAL", readers=readers, translate=_translate)
         self.path = self._threads.path
+        self._tenants: dict[str, SQLiteReadStore] = {}
 
     async def transact(
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
@@ -92,7 +95,21 @@ class SQLiteReadStore:
         row = await self.read(lambda db: db.fetch_one(GET_CHECKPOINT, (name,)))
         return int(row["position"]) if row else 0
 
+    def for_tenant(self, tenant: str) -> SQLiteReadStore:
+        """The tenant's read models in a file of their own: ``read.db`` → ``read.tenants/tenant_acme_….db``."""
+        store = self._tenants.get(tenant)
+        if store is None:
+            folder = self.path.with_name(f"{self.path.stem}.tenants")
+            store = SQLiteReadStore(
+                folder / f"{tenant_location(tenant)}{self.path.suffix or '.db'}", readers=TENANT_READERS
+            )
+            self._tenants[tenant] = store
+        return store
+
     async def close(self) -> None:
+        for store in self._tenants.values():
+            await store.close()
+        self._tenants.clear()
         self._threads.close()
 
 
