@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from twofold._notify import Notifier
@@ -30,6 +30,7 @@ from twofold.messages import Event, EventTypes, Upcaster, utc_now
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
+from twofold.tenancy import Tenancy
 
 __all__ = ["Projection", "ProjectionRunner"]
 
@@ -80,6 +81,11 @@ class ProjectionRunner:
         read_store: where the read model and its checkpoint live.
         batch_size: the most events applied in one transaction.
         upcasters: bring events stored at older schema versions up to the classes ``apply`` names.
+        tenancy: opens tenants' read stores; shared with the runtime's other projections and queries.
+
+    An event stamped with a tenant is applied in that tenant's read store (``twofold.tenancy``),
+    which keeps a checkpoint of its own; this runner's position is the main store's checkpoint,
+    committed after the tenants' part of each page.
     """
 
     def __init__(
@@ -90,10 +96,12 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         upcasters: Sequence[Upcaster] = (),
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.projection = projection
         self._store = store
         self._read_store = read_store
+        self._tenancy = tenancy or Tenancy(read_store, [projection])
         self._batch_size = batch_size
         self._types = EventTypes(projection.event_types(), upcasters)
         self._notifier = Notifier()
@@ -143,13 +151,15 @@ class ProjectionRunner:
         return True
 
     async def rebuild(self) -> None:
-        """Drop the read model and replay every event into it from position 1."""
+        """Drop the read model, every tenant's included, and replay every event into it from position 1."""
         await self.stop()
 
         def reset(db: Database) -> None:
             self.projection.reset(db)
             self.projection.setup(db)
 
+        for tenant in await self._tenancy.tenants():
+            await (await self._tenancy.store_for(tenant)).transact(self.name, reset, position=0)
         await self._read_store.transact(self.name, reset, position=0)
         self._notifier.head = 0
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
@@ -186,15 +196,42 @@ class ProjectionRunner:
         page = [e for e in page if e.position > self.position]
         if not page:
             return
-        relevant = [e for e in page if e.type in self._types]
-
-        def work(db: Database) -> None:
-            for record in relevant:
-                self.projection.apply(self._types.decode(record.type, record.data, record.schema_version), db, record)
-
-        await self._read_store.transact(self.name, work, expected=self.position, position=page[-1].position)
+        by_tenant: dict[str | None, list[StoredEvent]] = {}
+        for record in page:
+            if record.type in self._types:
+                by_tenant.setdefault(record.metadata.get("tenant"), []).append(record)
+        for tenant, records in by_tenant.items():
+            if tenant is not None:
+                await self._apply_for_tenant(tenant, records)
+        untenanted = self._applying(by_tenant.get(None, []))
+        await self._read_store.transact(self.name, untenanted, expected=self.position, position=page[-1].position)
         self.last_progress = utc_now()
         self._notifier.announce(page[-1].position)
+
+    async def _apply_for_tenant(self, tenant: str, records: list[StoredEvent]) -> None:
+        """Apply a tenant's events of the page in its own store, skipping what that store has applied.
+
+        The tenant's checkpoint commits with its rows, before this runner's own; after a crash
+        between the two, the page comes round again and the tenant's part is found done.
+        """
+        store = await self._tenancy.store_for(tenant)
+        while True:
+            done = await store.checkpoint(self.name)
+            todo = [r for r in records if r.position > done]
+            if not todo:
+                return
+            try:
+                await store.transact(self.name, self._applying(todo), expected=done, position=todo[-1].position)
+                return
+            except CheckpointConflict:  # another worker applied some of them first: skip those
+                continue
+
+    def _applying(self, records: Sequence[StoredEvent]) -> Callable[[Database], None]:
+        def work(db: Database) -> None:
+            for record in records:
+                self.projection.apply(self._types.decode(record.type, record.data, record.schema_version), db, record)
+
+        return work
 
     async def _run(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from twofold.errors import NotCaughtUp, NotFound
 from twofold.messages import Query
 from twofold.projections import Projection, ProjectionRunner
 from twofold.readmodels import Database, ReadStore
+from twofold.tenancy import Tenancy
 
 __all__ = ["QueryDispatcher", "QueryHandler", "result_type_of"]
 
@@ -46,6 +47,7 @@ class QueryDispatcher:
         handlers: query class → ``handler(query, db)``.
         projections: the names of every projection in the service.
         runners: the runners in this process, which announce progress without polling.
+        tenancy: opens tenants' read stores, for queries asked for a tenant.
     """
 
     def __init__(
@@ -54,14 +56,19 @@ class QueryDispatcher:
         handlers: Mapping[type[Query], QueryHandler],
         projections: Collection[str],
         runners: Mapping[str, ProjectionRunner],
+        tenancy: Tenancy | None = None,
     ) -> None:
         self._read_store = read_store
+        self._tenancy = tenancy or Tenancy(read_store, [r.projection for r in runners.values()])
         self._handlers = dict(handlers)
         self._reads = {q: projections_read_by(h, projections) for q, h in handlers.items()}
         self._runners = runners
 
-    async def ask(self, query: Query, *, min_position: int | None = None, timeout: float = 5.0) -> Any:
-        """Answer ``query``; with ``min_position``, first wait up to ``timeout`` seconds for it.
+    async def ask(
+        self, query: Query, *, min_position: int | None = None, timeout: float = 5.0, tenant: str | None = None
+    ) -> Any:
+        """Answer ``query`` from ``tenant``'s read models (or the untenanted ones); with
+        ``min_position``, first wait up to ``timeout`` seconds for it.
 
         Raises :class:`NotFound` for an undeclared query and :class:`NotCaughtUp` when the wait runs out.
         """
@@ -70,7 +77,8 @@ class QueryDispatcher:
             raise NotFound(f"No handler for query {query.type_name}")
         if min_position is not None:
             await self.wait_for(self._reads[type(query)], min_position, timeout)
-        return await self._read_store.read(lambda db: handler(query, db))
+        store = self._read_store if tenant is None else await self._tenancy.store_for(tenant)
+        return await store.read(lambda db: handler(query, db))
 
     async def wait_for(self, names: Collection[str], position: int, timeout: float) -> None:
         loop = asyncio.get_running_loop()

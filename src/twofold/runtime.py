@@ -21,7 +21,7 @@ from typing import Any, Protocol, Self
 
 from twofold.bus import CommandSender
 from twofold.commands import CommandDispatcher, CommandResult
-from twofold.errors import ConfigurationError, DomainError, InvalidMessage, NotFound
+from twofold.errors import AccessDenied, ConfigurationError, DomainError, InvalidMessage, NotFound
 from twofold.health import Progress
 from twofold.messages import Command, Envelope, Query, new_id, parse
 from twofold.projections import ProjectionRunner
@@ -30,6 +30,7 @@ from twofold.readmodels import ReadStore
 from twofold.saga_runner import SagaRunner
 from twofold.service import Service
 from twofold.store import EventStore
+from twofold.tenancy import Tenancy, check_tenant
 
 __all__ = ["Runtime", "Worker"]
 
@@ -81,9 +82,12 @@ class Runtime:
         self.read_store = read_store
         self.runners: dict[str, ProjectionRunner] = {}
         self.sagas: dict[str, SagaRunner] = {}
+        self.tenancy = Tenancy(read_store, service.projections) if read_store is not None else None
         if project and store is not None and read_store is not None:
             self.runners = {
-                p.name: ProjectionRunner(p, store, read_store, batch_size=batch_size, upcasters=service.upcasters)
+                p.name: ProjectionRunner(
+                    p, store, read_store, batch_size=batch_size, upcasters=service.upcasters, tenancy=self.tenancy
+                )
                 for p in service.projections
             }
             self.sagas = {
@@ -96,7 +100,9 @@ class Runtime:
             else None
         )
         names = [p.name for p in service.projections]
-        self._queries = QueryDispatcher(read_store, service.queries, names, self.runners) if read_store else None
+        self._queries = (
+            QueryDispatcher(read_store, service.queries, names, self.runners, self.tenancy) if read_store else None
+        )
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -150,7 +156,8 @@ class Runtime:
         principal: str | None = None,
         tenant: str | None = None,
     ) -> CommandResult:
-        """Handle ``command`` once per ``command_id`` (a fresh id when left out)."""
+        """Handle ``command`` once per ``command_id`` (a fresh id when left out), for ``principal`` and ``tenant``."""
+        check_tenant(tenant)
         if self._commands is None:
             raise ConfigurationError("This runtime has no event store: give Runtime(store=...) to handle commands")
         envelope = Envelope(
@@ -192,14 +199,16 @@ class Runtime:
                 principal=envelope.principal,
                 tenant=envelope.tenant,
             )
-        except (DomainError, InvalidMessage, NotFound) as exc:
+        except (AccessDenied, DomainError, InvalidMessage, NotFound) as exc:
             log.warning("%s refused %s %s: %s", self.service.name, envelope.type_name, envelope.message_id, exc)
 
-    async def query(self, query: Query, *, min_position: int | None = None, timeout: float = 5.0) -> Any:
-        """Answer ``query``, first waiting up to ``timeout`` s for ``min_position`` when given."""
+    async def query(
+        self, query: Query, *, min_position: int | None = None, timeout: float = 5.0, tenant: str | None = None
+    ) -> Any:
+        """Answer ``query`` from ``tenant``'s read models, first waiting up to ``timeout`` s for ``min_position``."""
         if self._queries is None:
             raise ConfigurationError("This runtime has no read store: give Runtime(read_store=...) to answer queries")
-        return await self._queries.ask(query, min_position=min_position, timeout=timeout)
+        return await self._queries.ask(query, min_position=min_position, timeout=timeout, tenant=tenant)
 
     async def positions(self) -> Mapping[str, int]:
         """Each projection's committed checkpoint, as the read store has it."""

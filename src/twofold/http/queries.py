@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from twofold.errors import NotFound
 from twofold.http._json import min_position
+from twofold.http.auth import principal_of
 from twofold.http.metrics import Metrics
 from twofold.http.problems import problem_responses
 from twofold.messages import Query, parse
@@ -45,7 +46,8 @@ def _add_route(
     async def handle(request: Request) -> Any:
         with metrics.query(name):
             query = parse(query_type, _params(request, query_type))
-            answer = await runtime.query(query, min_position=min_position(request), timeout=timeout)
+            tenant = principal_of(request).tenant
+            answer = await runtime.query(query, min_position=min_position(request), timeout=timeout, tenant=tenant)
         if type(answer) is result:
             # Already the declared model: pydantic encodes it in one step, where FastAPI would
             # validate it again against the same model first.
