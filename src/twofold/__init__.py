@@ -9,6 +9,7 @@ The names here are the public API; backends live in ``twofold.store.sqlite``,
 from twofold.aggregate import Aggregate
 from twofold.commands import CommandResult, UnitOfWork
 from twofold.errors import (
+    AccessDenied,
     BrokerError,
     ConcurrencyError,
     ConfigurationError,
@@ -33,6 +34,7 @@ from twofold.system import System
 __all__ = [
     "ANY",
     "NO_STREAM",
+    "AccessDenied",
     "Actions",
     "Aggregate",
     "BrokerError",

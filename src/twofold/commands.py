@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from twofold.aggregate import SNAPSHOT_CATEGORY, Aggregate
-from twofold.errors import ConcurrencyError, NotFound, StoreError
+from twofold.errors import AccessDenied, ConcurrencyError, NotFound, StoreError
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster
 from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
 
@@ -91,9 +91,10 @@ class UnitOfWork:
             if not isinstance(cached, aggregate_type):
                 raise TypeError(f"Stream {state.stream_id} was loaded as {type(cached).__name__}")
             return cached
-        state = await _latest_snapshot(self._store, state)
+        state = await _latest_snapshot(self._store, state, self.envelope.tenant)
         version, event_types = state.version, _event_types(aggregate_type, self._upcasters)
         async for stored in self._store.read_stream(state.stream_id, from_version=version + 1):
+            self._check_tenant(stored.stream_id, stored.metadata)
             if stored.type not in event_types:
                 raise StoreError(
                     f"Stream {stored.stream_id} holds a {stored.type} event at version {stored.version}, "
@@ -105,6 +106,14 @@ class UnitOfWork:
         self._states[state.stream_id] = state
         self._expected[state.stream_id] = version
         return state
+
+    def _check_tenant(self, stream_id: str, metadata: Mapping[str, Any]) -> None:
+        """A stream belongs to the tenant its events were written for; no other may load it.
+
+        The refusal does not say whose it is: a tenant learns only that the id is taken.
+        """
+        if metadata.get("tenant") != self.envelope.tenant:
+            raise AccessDenied(f"Stream {stream_id} belongs to another tenant")
 
     def emit(self, aggregate: A, events: Event | Iterable[Event]) -> A:
         """Record ``events`` for ``aggregate``'s stream and return its state after them.
@@ -149,7 +158,7 @@ class UnitOfWork:
             state = self._states[stream_id]
             every = type(state).snapshot_every
             if events and every and self._expected[stream_id] // every < state.version // every:
-                due.append(StreamWrite(snapshot_stream(stream_id), [_snapshot_event(state)]))
+                due.append(StreamWrite(snapshot_stream(stream_id), [_snapshot_event(state, self.envelope.tenant)]))
         return due
 
     def version_of(self, stream_id: str) -> int:
@@ -262,16 +271,17 @@ def snapshot_stream(stream_id: str) -> str:
     return f"{SNAPSHOT_CATEGORY}-{stream_id}"
 
 
-def _snapshot_event(state: Aggregate) -> NewEvent:
+def _snapshot_event(state: Aggregate, tenant: str | None) -> NewEvent:
     data = {"schema": _schema_of(type(state)), "state": state.model_dump(mode="json")}
-    return NewEvent(SNAPSHOT_TYPE, data, {"stream_id": state.stream_id, "version": state.version})
+    return NewEvent(SNAPSHOT_TYPE, data, {"stream_id": state.stream_id, "version": state.version, "tenant": tenant})
 
 
-async def _latest_snapshot(store: EventStore, empty: A) -> A:
+async def _latest_snapshot(store: EventStore, empty: A, tenant: str | None) -> A:
     """The newest usable snapshot of ``empty``'s stream, or ``empty`` when there is none.
 
     A snapshot taken by a different shape of the aggregate class is ignored: replaying every
-    event is slower but always right.
+    event is slower but always right. One taken for another tenant is ignored too, so the
+    events after it, which carry their tenant, decide whether this command may load the stream.
     """
     aggregate_type = type(empty)
     if aggregate_type.snapshot_every is None:
@@ -282,6 +292,8 @@ async def _latest_snapshot(store: EventStore, empty: A) -> A:
     if not records:
         return empty
     data = records[-1].data
+    if records[-1].metadata.get("tenant") != tenant:
+        return empty
     if records[-1].type != SNAPSHOT_TYPE or data.get("schema") != _schema_of(aggregate_type):
         log.info("Ignoring snapshot %s at version %d: the aggregate class changed", stream_id, records[-1].version)
         return empty

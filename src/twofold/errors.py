@@ -5,6 +5,7 @@
      ├── ConcurrencyError     a stream moved on since it was read          (HTTP 409)
      ├── InvalidMessage       a message failed validation; names each field (HTTP 422)
      ├── NotFound             no such command, query or stream             (HTTP 404)
+     ├── AccessDenied         a stream belongs to another tenant           (HTTP 403)
      ├── NotCaughtUp          a read model did not reach a position in time (HTTP 504)
      ├── ConfigurationError   a setting is missing or wrong; says how to fix it
      ├── StoreError           the event store or a read store failed
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AccessDenied",
     "BrokerError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -79,6 +81,10 @@ class InvalidMessage(TwofoldError):
 
 class NotFound(TwofoldError):
     """Something asked for by name does not exist."""
+
+
+class AccessDenied(TwofoldError):
+    """A command reached for something its sender may not touch, such as another tenant's stream."""
 
 
 class NotCaughtUp(TwofoldError):

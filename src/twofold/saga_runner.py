@@ -21,8 +21,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,6 +73,7 @@ class SagaState:
     compensations: tuple[SentCommand, ...]
     completed: bool
     updated_at: datetime
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # the latest reaction's: who, for which tenant
 
     @property
     def status(self) -> str:
@@ -270,7 +271,7 @@ class SagaRunner:
             "sends": [s.to_json() for s in sends],
             "completed": do.completed,
         }
-        metadata = _metadata_of(trigger, reaction_id)
+        metadata = _metadata_of(trigger, reaction_id, current)
         return NewEvent(REACTED, data, metadata, event_id=reaction_id)
 
     async def _deliver(self, sent: SentCommand, reaction: StoredEvent) -> None:
@@ -294,6 +295,7 @@ class SagaRunner:
             tuple(SentCommand.from_json(c) for c in data["compensations"]),
             bool(data["completed"]),
             reaction.recorded_at,
+            reaction.metadata,
         )
 
     async def _run(self) -> None:
@@ -356,8 +358,11 @@ def _stale(message: Event, current: SagaState) -> bool:
     return isinstance(message, Timeout) and current.deadlines.get(message.name) != message.at
 
 
-def _metadata_of(trigger: StoredEvent | None, reaction_id: str) -> dict[str, Any]:
-    source = trigger.metadata if trigger is not None else {}
+def _metadata_of(trigger: StoredEvent | None, reaction_id: str, current: SagaState | None) -> dict[str, Any]:
+    """A reaction's metadata: the trigger's correlation, principal and tenant; a deadline, which
+    has no trigger, keeps those of the instance's latest reaction, so that what it sends acts for
+    the same tenant and stays in the same causal trace."""
+    source = trigger.metadata if trigger is not None else (current.metadata if current is not None else {})
     return {
         "command_id": reaction_id,
         "command_type": REACTED,

@@ -234,8 +234,14 @@ async def test_a_read_only_token_is_refused_on_every_command_route_and_writes_no
 @pytest.mark.parametrize("asynchronously", [False, True], ids=["sync", "respond-async"])
 async def test_every_event_records_the_token_s_subject_and_tenant(guarded: Api, asynchronously: bool) -> None:
     prefer = {"Prefer": "respond-async"} if asynchronously else {}
+    owner = bearer(token(sub="olga", tenant="t1", scope="commands:*"))
+    for type_name, body in [
+        ("AddProduct", {"sku": "T-1", "name": "Tenant's apple", "price": "1.50"}),
+        ("ReceiveStock", {"sku": "T-1", "quantity": 5}),
+    ]:
+        assert (await guarded.command(type_name, body, **owner)).status_code == 200
     signed = token(sub="grace", tenant="t1", scope="commands:PlaceOrder")
-    response = await guarded.command("PlaceOrder", order("o-2", "c-2", ("A-1", 2)), **bearer(signed), **prefer)
+    response = await guarded.command("PlaceOrder", order("o-2", "c-2", ("T-1", 2)), **bearer(signed), **prefer)
     assert response.status_code == (202 if asynchronously else 200), response.text
     command_id = response.json()["command_id"]
     for _ in range(500):  # a background command: a bounded wait for it to finish
@@ -243,7 +249,7 @@ async def test_every_event_records_the_token_s_subject_and_tenant(guarded: Api, 
             break
         await asyncio.sleep(0.01)
     placed = [e for e in await guarded.events() if e.metadata["command_id"] == command_id]
-    assert {e.stream_id for e in placed} == {"order-o-2", "product-A-1"}
+    assert {e.stream_id for e in placed} == {"order-o-2", "product-T-1"}
     for event in placed:
         assert (event.metadata["principal"], event.metadata["tenant"]) == ("grace", "t1")
     earlier = [e for e in await guarded.events() if e.stream_id == "order-o-1"]

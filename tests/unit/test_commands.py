@@ -19,7 +19,17 @@ from tests.monolith.messages import (
     ReceiveStock,
     StockReceived,
 )
-from twofold import NO_STREAM, Command, ConcurrencyError, DomainError, Envelope, NotFound, StoreError, UnitOfWork
+from twofold import (
+    NO_STREAM,
+    AccessDenied,
+    Command,
+    ConcurrencyError,
+    DomainError,
+    Envelope,
+    NotFound,
+    StoreError,
+    UnitOfWork,
+)
 from twofold.commands import CommandDispatcher, CommandHandler
 from twofold.store import AppendResult, NewEvent
 from twofold.store.memory import MemoryEventStore
@@ -28,8 +38,8 @@ from twofold.store.sqlite import SQLiteEventStore
 MUG = ProductAdded(sku="A-1", name="Mug", price=Decimal("9.50"))
 
 
-def new(event: ProductAdded | StockReceived) -> NewEvent:
-    return NewEvent(event.type_name, event.model_dump(mode="json"))
+def new(event: ProductAdded | StockReceived, *, tenant: str | None = None) -> NewEvent:
+    return NewEvent(event.type_name, event.model_dump(mode="json"), {"tenant": tenant} if tenant else {})
 
 
 def order(order_id: str = "o-1", quantity: int = 2) -> PlaceOrder:
@@ -144,7 +154,9 @@ async def test_a_loaded_stream_without_new_events_is_not_written(store: MemoryEv
     assert uow.writes() == []
 
 
-async def test_every_event_carries_the_commands_ids_principal_and_tenant(store: MemoryEventStore) -> None:
+async def test_every_event_carries_the_commands_ids_principal_and_tenant() -> None:
+    store = MemoryEventStore()
+    await store.append("product-A-1", [new(MUG, tenant="t-1"), new(StockReceived(sku="A-1", quantity=5), tenant="t-1")])
     uow = uow_for(
         store, message_id="cmd-1", correlation_id="corr-1", causation_id="cause-0", principal="ann", tenant="t-1"
     )
@@ -160,6 +172,49 @@ async def test_every_event_carries_the_commands_ids_principal_and_tenant(store: 
         assert meta["causation_id"] == "cmd-1"  # the command is what directly caused its events
         assert meta["principal"] == "ann"
         assert meta["tenant"] == "t-1"
+
+
+async def test_a_stream_belongs_to_its_tenant_and_no_other_tenant_may_load_it(store: MemoryEventStore) -> None:
+    # product-A-1 was written without a tenant: it belongs to no tenant, so a tenant's command is refused
+    with pytest.raises(AccessDenied, match="product-A-1 belongs to another tenant"):
+        await uow_for(store, tenant="t-1").load(Product, "A-1")
+
+    await store.append("product-B-1", [new(MUG.model_copy(update={"sku": "B-1"}), tenant="t-1")])
+    assert (await uow_for(store, tenant="t-1").load(Product, "B-1")).name == "Mug"
+    for other in ("t-2", None):
+        with pytest.raises(AccessDenied) as refused:
+            await uow_for(store, tenant=other).load(Product, "B-1")
+        assert "t-1" not in str(refused.value)  # never says whose it is
+
+
+async def test_a_tenant_may_start_any_stream_no_one_has_written(store: MemoryEventStore) -> None:
+    loaded = await uow_for(store, tenant="t-2").load(Order, "o-new")
+
+    assert not loaded.exists
+
+
+class SnappedProduct(Product, category="product", snapshot_every=2):
+    pass
+
+
+async def snapped_stock(command: ReceiveStock, uow: UnitOfWork) -> None:
+    product = await uow.load(SnappedProduct, command.sku)
+    uow.emit(product, product.receive(command.quantity))
+
+
+async def test_a_snapshot_taken_for_one_tenant_never_lets_another_load_the_stream() -> None:
+    store = MemoryEventStore()
+    dispatcher = CommandDispatcher(store, {ReceiveStock: snapped_stock})
+    await store.append("product-S-1", [new(MUG.model_copy(update={"sku": "S-1"}), tenant="t-1")])
+    for _ in range(3):
+        await dispatcher.dispatch(Envelope(ReceiveStock(sku="S-1", quantity=1), tenant="t-1"))
+    snapshots = [e async for e in store.read_stream("snapshot-product-S-1")]
+    assert snapshots
+    assert snapshots[-1].metadata["tenant"] == "t-1"
+
+    with pytest.raises(AccessDenied):
+        await dispatcher.dispatch(Envelope(ReceiveStock(sku="S-1", quantity=1), tenant="t-2"))
+    assert (await uow_for(store, tenant="t-1").load(SnappedProduct, "S-1")).available == 3
 
 
 async def test_a_first_command_starts_its_own_correlation(store: MemoryEventStore) -> None:

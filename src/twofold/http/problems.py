@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from twofold.errors import (
+    AccessDenied,
     BrokerError,
     ConcurrencyError,
     ConfigurationError,
@@ -189,6 +190,10 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return problem(404, "Not found", str(exc), "not-found")
 
 
+async def _access_denied(request: Request, exc: Exception) -> JSONResponse:
+    return problem(403, "Forbidden", str(exc), "forbidden")
+
+
 async def _not_caught_up(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NotCaughtUp)
     return problem(
@@ -260,6 +265,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain)
     app.add_exception_handler(ConcurrencyError, _concurrency)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(AccessDenied, _access_denied)
     app.add_exception_handler(NotCaughtUp, _not_caught_up)
     app.add_exception_handler(Unauthorized, _unauthorized)
     app.add_exception_handler(Forbidden, _forbidden)

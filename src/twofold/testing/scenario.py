@@ -65,7 +65,8 @@ class Scenario:
 
     Args:
         service: whose command handlers run.
-        history: ``(stream_id, events)`` pairs, appended in order before the command runs.
+        history: ``(stream_id, events)`` pairs, appended in order before the command runs, for
+            the command's tenant (a stream belongs to one tenant).
         command: the command under test, set by :meth:`when`.
         envelope: ``command_id``, ``principal`` and the other envelope fields :meth:`when` was given.
     """
@@ -197,7 +198,7 @@ class Scenario:
         store = MemoryEventStore()
         try:
             for stream_id, events in self.history:
-                await store.append(stream_id, [_new_event(e) for e in events])
+                await store.append(stream_id, [_new_event(e, envelope.tenant) for e in events])
             dispatcher = CommandDispatcher(store, self.service.commands, upcasters=self.service.upcasters)
             try:
                 return _Outcome(await dispatcher.dispatch(envelope), None)
@@ -217,8 +218,9 @@ def _run_to_completion(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(work())).result()
 
 
-def _new_event(event: Event) -> NewEvent:
-    return NewEvent(event.type_name, event.model_dump(mode="json"), schema_version=event.schema_version)
+def _new_event(event: Event, tenant: str | None) -> NewEvent:
+    metadata = {"tenant": tenant} if tenant else {}
+    return NewEvent(event.type_name, event.model_dump(mode="json"), metadata, schema_version=event.schema_version)
 
 
 def _matches(expected: Event, actual: StoredEvent) -> bool:
