@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ HMAC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 OPEN = ("/health", "/docs")  # no token asked: liveness, and the page that asks /openapi.json (which needs one)
 OPERATIONS_READ = ("operations:read", "operations:*")
+# Tenant ids become schema and file names downstream: a short, plain name, never a path or a quote.
+# \Z, not $: $ would let a trailing newline through.
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _STATE_KEY = "twofold.principal"
 
 
@@ -209,8 +213,14 @@ def _principal(claims: dict[str, Any]) -> Principal:
     scopes = raw.split() if isinstance(raw, str) else raw
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise Unauthorized("The token's scope must be a space-separated string, or scopes a list", invalid_token=True)
-    if not isinstance(subject, str) or not (tenant is None or isinstance(tenant, str)):
-        raise Unauthorized("The token's sub and tenant claims must be strings", invalid_token=True)
+    if not isinstance(subject, str):
+        raise Unauthorized("The token's sub claim must be a string", invalid_token=True)
+    if tenant is not None and not (isinstance(tenant, str) and TENANT.match(tenant)):
+        raise Unauthorized(
+            "The token's tenant claim must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit",
+            invalid_token=True,
+        )
     return Principal(subject, frozenset(scopes), tenant)
 
 
