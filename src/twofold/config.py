@@ -77,6 +77,7 @@ class AuthSettings:
     audience: str | None = None
     issuer: str | None = None
     leeway_seconds: float = 30.0  # clock skew tolerated on exp, nbf and iat
+    jwks_cache_seconds: float = 300.0  # how long a key set fetched from jwks_url is used before it is fetched again
 
     def __post_init__(self) -> None:
         given = [name for name in AUTH_KEY_VARIABLES if getattr(self, _FIELD[name]) is not None]

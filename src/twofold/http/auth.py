@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -32,12 +33,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from twofold.config import AuthSettings
 from twofold.errors import ConfigurationError
-from twofold.http.problems import Forbidden, Unauthorized, forbidden_response, unauthorized_response
+from twofold.http.problems import (
+    Forbidden,
+    KeysUnavailable,
+    Unauthorized,
+    forbidden_response,
+    keys_unavailable_response,
+    unauthorized_response,
+)
 from twofold.messages import Command
 from twofold.service import Policy
 
 __all__ = ["ANONYMOUS", "Authenticator", "Guard", "Principal", "check_policy", "principal_of", "scopes_for"]
 
+log = logging.getLogger("twofold.http")
 HMAC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 OPEN = ("/health", "/docs")  # no token asked: liveness, and the page that asks /openapi.json (which needs one)
@@ -46,6 +55,8 @@ OPERATIONS_READ = ("operations:read", "operations:*")
 # \Z, not $: $ would let a trailing newline through.
 TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _STATE_KEY = "twofold.principal"
+JWKS_TIMEOUT = 5.0  # seconds to wait for the key set: each request that needs it waits this long at worst
+JWKS_RETRY_AFTER = 5  # seconds a client is told to wait when the key set cannot be fetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +91,8 @@ class Authenticator:
 
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self._jwks_client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+        self._jwks_client = _KeySource(settings) if settings.jwks_url else None
+        self._keys_down = False  # the key set could not be fetched last time: logged once, not per request
         self._jwks = _read_jwks(settings) if settings.jwks_file is not None else None
         self.algorithms = HMAC if settings.hs256_secret is not None else ASYMMETRIC
 
@@ -118,14 +130,27 @@ class Authenticator:
         if self._jwks_client is not None:
             # PyJWKClient fetches with urllib, which blocks: off the event loop (keys are cached).
             # An unknown kid makes it fetch the set again (at most every 30 s): keys rotate without a restart.
-            client = self._jwks_client
-            found = await asyncio.to_thread(
-                lambda: client.get_signing_key(kid) if isinstance(kid, str) else _pick(client.get_jwk_set(), kid)
-            )
+            found = await self._fetched_key(self._jwks_client, kid)
         else:
             assert self._jwks is not None
             found = _pick(self._jwks, kid)
         return found.key, _family(found.key)
+
+    async def _fetched_key(self, client: jwt.PyJWKClient, kid: object) -> jwt.PyJWK:
+        """The key ``kid`` names, from the key set URL; :class:`KeysUnavailable` when it cannot be fetched."""
+        try:
+            found = await asyncio.to_thread(
+                lambda: client.get_signing_key(kid) if isinstance(kid, str) else _pick(client.get_jwk_set(), kid)
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            if not self._keys_down:
+                log.error("cannot fetch the JWK set at %s (%s); answering 503 until it can", client.uri, exc)
+            self._keys_down = True
+            raise KeysUnavailable(JWKS_RETRY_AFTER) from None
+        if self._keys_down:
+            log.warning("the JWK set at %s can be fetched again", client.uri)
+            self._keys_down = False
+        return found
 
     def token(self, subject: str, scopes: Sequence[str], *, tenant: str | None = None, seconds: int = 3600) -> str:
         """A development token signed with the HS256 secret (``twofold token``, ``make token``)."""
@@ -140,6 +165,29 @@ class Authenticator:
         if self.settings.issuer is not None:
             claims["iss"] = self.settings.issuer
         return jwt.encode(claims, self.settings.hs256_secret, algorithm="HS256")
+
+
+class _KeySource(jwt.PyJWKClient):
+    """A :class:`jwt.PyJWKClient` for which any fetch that yields no usable key set is a connection error.
+
+    PyJWT raises a connection error for a refused connection or an HTTP error, but a ``ValueError``
+    for a body that is not JSON and a ``PyJWKSetError`` for a set without usable keys: all three
+    mean the identity provider is not serving keys, which is not the token's fault (503, not 401).
+    """
+
+    def __init__(self, settings: AuthSettings) -> None:
+        assert settings.jwks_url is not None
+        super().__init__(settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_seconds, timeout=JWKS_TIMEOUT)
+
+    def fetch_data(self) -> Any:
+        try:
+            data = super().fetch_data()
+            jwt.PyJWKSet.from_dict(data)
+        except jwt.PyJWKClientConnectionError:
+            raise
+        except (ValueError, jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+            raise jwt.PyJWKClientConnectionError(f"The JWK set URL served no usable key set: {exc}") from exc
+        return data
 
 
 def _read_jwks(settings: AuthSettings) -> jwt.PyJWKSet:
@@ -271,6 +319,9 @@ class Guard:
                 principal = await self.auth.authenticate(request.headers.get("authorization"))
             except Unauthorized as exc:
                 await unauthorized_response(exc)(scope, receive, send)
+                return
+            except KeysUnavailable as exc:
+                await keys_unavailable_response(exc)(scope, receive, send)
                 return
             if needed and not principal.allows(*needed):
                 wanted = " or ".join(s + "…" if s.endswith(":") else s for s in needed)

@@ -33,11 +33,13 @@ __all__ = [
     "PROBLEM_SCHEMA",
     "BadRequest",
     "Forbidden",
+    "KeysUnavailable",
     "PayloadTooLarge",
     "Unauthorized",
     "UnsupportedMediaType",
     "forbidden_response",
     "install",
+    "keys_unavailable_response",
     "problem",
     "problem_responses",
     "unauthorized_response",
@@ -117,6 +119,23 @@ class Forbidden(Exception):
         self.scope = scope
         self.command = command
         super().__init__(detail)
+
+
+class KeysUnavailable(Exception):
+    """The keys that verify tokens cannot be fetched (503): no token can be judged, good or bad.
+
+    ``retry_after`` is whole seconds; the cause is logged, never sent to the client.
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__("The keys that verify tokens cannot be fetched right now; try again shortly")
+
+
+def keys_unavailable_response(exc: KeysUnavailable) -> JSONResponse:
+    response = problem(503, "Keys unavailable", str(exc), "keys-unavailable")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def unauthorized_response(exc: Unauthorized) -> JSONResponse:
@@ -206,6 +225,11 @@ async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
     return unauthorized_response(exc)
 
 
+async def _keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeysUnavailable)
+    return keys_unavailable_response(exc)
+
+
 async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Forbidden)
     return forbidden_response(exc)
@@ -263,6 +287,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotCaughtUp, _not_caught_up)
     app.add_exception_handler(Unauthorized, _unauthorized)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(KeysUnavailable, _keys_unavailable)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(UnsupportedMediaType, _unsupported)
     app.add_exception_handler(PayloadTooLarge, _too_large)
