@@ -89,7 +89,8 @@ def create_app(
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
-    app.add_middleware(Guard, auth=auth)  # added last, so it runs first: no body is read before it
+    internal = [c.type_name for c in service.commands if c.internal]
+    app.add_middleware(Guard, auth=auth, internal=internal)  # added last, so it runs first: no body is read before it
     if commands and runtime.store is not None:
         app.include_router(command_router(runtime, background, metrics))
     if queries and runtime.read_store is not None:

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ HMAC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 OPEN = ("/health", "/docs")  # no token asked: liveness, and the page that asks /openapi.json (which needs one)
 OPERATIONS_READ = ("operations:read", "operations:*")
+INTERNAL = "commands:internal"  # every internal command, which commands:* does not cover
 # Tenant ids become schema and file names downstream: a short, plain name, never a path or a quote.
 # \Z, not $: $ would let a trailing newline through.
 TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -272,18 +273,28 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(subject, frozenset(scopes), tenant)
 
 
-def scopes_for(method: str, path: str) -> tuple[str, ...] | None:
+def local_path(path: str) -> str:
+    """The path a service serves for one the gateway forwards: ``/services/orders/commands/X`` → ``/commands/X``."""
+    if path.startswith("/services/"):
+        return "/" + path.removeprefix("/services/").partition("/")[2]
+    return path
+
+
+def scopes_for(method: str, path: str, internal: Collection[str] = ()) -> tuple[str, ...] | None:
     """The scopes of which a request needs one; ``()`` for any valid token, ``None`` for no token at all.
 
     ``/services/{name}/…`` (the gateway's way through to one service) needs what ``/…`` needs.
+    A command named in ``internal`` needs its own scope or ``commands:internal``: ``commands:*``
+    is what a client is given, and internal commands are for other services.
     """
-    if path.startswith("/services/"):
-        path = "/" + path.removeprefix("/services/").partition("/")[2]
+    path = local_path(path)
     parts = path.strip("/").split("/")
     if path in OPEN:
         return None
     if parts[0] == "commands" and len(parts) == 2:
-        return (f"commands:{parts[1]}", "commands:*") if method == "POST" else ("commands:",)
+        if method != "POST":
+            return ("commands:",)
+        return (f"commands:{parts[1]}", INTERNAL if parts[1] in internal else "commands:*")
     if parts[0] == "queries" and len(parts) == 2:
         return (f"queries:{parts[1]}", "queries:*")
     if parts[0] == "sagas":
@@ -299,12 +310,14 @@ class Guard:
     """ASGI middleware: authenticate every request and check its scope before any route runs.
 
     With ``auth=None`` every request passes as :data:`ANONYMOUS` (principal ``None``), which
-    ``twofold serve`` allows on loopback only.
+    ``twofold serve`` allows on loopback only. ``internal`` names the internal commands
+    (:attr:`twofold.Command.internal`), which ``commands:*`` does not cover.
     """
 
-    def __init__(self, app: ASGIApp, auth: Authenticator | None = None) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator | None = None, internal: Collection[str] = ()) -> None:
         self.app = app
         self.auth = auth
+        self.internal = frozenset(internal)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.auth is None:
@@ -312,7 +325,7 @@ class Guard:
                 scope.setdefault("state", {})[_STATE_KEY] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        needed = scopes_for(scope["method"], scope["path"])
+        needed = scopes_for(scope["method"], scope["path"], self.internal)
         if needed is not None:
             request = Request(scope)
             try:
@@ -324,12 +337,19 @@ class Guard:
                 await keys_unavailable_response(exc)(scope, receive, send)
                 return
             if needed and not principal.allows(*needed):
-                wanted = " or ".join(s + "…" if s.endswith(":") else s for s in needed)
-                refusal = Forbidden(f"This route needs the scope {wanted}", scope=needed[0])
+                refusal = Forbidden(_needs(needed), scope=needed[0])
                 await forbidden_response(refusal)(scope, receive, send)
                 return
             scope.setdefault("state", {})[_STATE_KEY] = principal
         await self.app(scope, receive, send)
+
+
+def _needs(needed: tuple[str, ...]) -> str:
+    wanted = " or ".join(s + "…" if s.endswith(":") else s for s in needed)
+    if INTERNAL in needed:
+        command = needed[0].removeprefix("commands:")
+        return f"This route needs the scope {wanted}: {command} is internal, and commands:* does not cover it"
+    return f"This route needs the scope {wanted}"
 
 
 def principal_of(request: Request) -> Principal:

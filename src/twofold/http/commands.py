@@ -33,6 +33,10 @@ from twofold.runtime import Runtime
 
 log = logging.getLogger("twofold.http")
 _KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
+INTERNAL_NOTE = (
+    "**Internal**: sent by other services' sagas. Over HTTP it needs the scope `commands:{name}` "
+    "or `commands:internal`; `commands:*` does not cover it."
+)
 FAILURES_KEPT = 10_000  # outcomes of failed asynchronous commands remembered for GET /commands/{id}
 
 
@@ -202,6 +206,7 @@ def _add_route(
         methods=["POST"],
         name=f"command {name}",
         summary=(command_type.__doc__ or name).strip().splitlines()[0],
+        description=INTERNAL_NOTE.format(name=name) if command_type.internal else None,
         response_model=CommandAccepted,
         responses={
             202: {"model": CommandQueued, "description": "Accepted to run in the background"},
@@ -211,7 +216,8 @@ def _add_route(
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
-            }
+            },
+            "x-twofold-internal": command_type.internal,
         },
     )
 

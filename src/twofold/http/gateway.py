@@ -124,7 +124,8 @@ def create_gateway(
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
-    app.add_middleware(Guard, auth=auth)
+    internal = [c.type_name for service in system.services for c in service.commands if c.internal]
+    app.add_middleware(Guard, auth=auth, internal=internal)
 
     @app.post("/commands/{type_name}", include_in_schema=False)
     async def command(type_name: str, request: Request) -> Response:
