@@ -218,7 +218,7 @@ async def test_sagas_need_queries_star_or_sagas_read(tmp_path: Path) -> None:
 
 def test_the_scope_table_reads_apart_from_writes() -> None:
     assert scopes_for("POST", "/commands/PlaceOrder") == ("commands:PlaceOrder", "commands:*")
-    assert scopes_for("GET", "/commands/abc") == ("commands:",)
+    assert scopes_for("GET", "/commands/abc") == ("commands:", "operations:read", "operations:*")
     assert scopes_for("GET", "/queries/StockLevel") == ("queries:StockLevel", "queries:*")
     assert scopes_for("GET", "/dead-letters") == ("operations:read", "operations:*")
     assert scopes_for("POST", "/dead-letters/retry") == ("operations:*",)

@@ -293,7 +293,7 @@ def scopes_for(method: str, path: str, internal: Collection[str] = ()) -> tuple[
         return None
     if parts[0] == "commands" and len(parts) == 2:
         if method != "POST":
-            return ("commands:",)
+            return ("commands:", *OPERATIONS_READ)  # which command's status a caller may read: http.commands
         return (f"commands:{parts[1]}", INTERNAL if parts[1] in internal else "commands:*")
     if parts[0] == "queries" and len(parts) == 2:
         return (f"queries:{parts[1]}", "queries:*")
