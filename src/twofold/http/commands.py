@@ -238,7 +238,7 @@ def _add_route(
         response_model=CommandAccepted,
         responses={
             202: {"model": CommandQueued, "description": "Accepted to run in the background"},
-            **problem_responses(400, 404, 409, 413, 415, 422, 503),
+            **problem_responses(400, 404, 409, 413, 415, 422, 429, 503),
         },
         openapi_extra={
             "requestBody": {

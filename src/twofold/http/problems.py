@@ -35,6 +35,7 @@ __all__ = [
     "Forbidden",
     "KeysUnavailable",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "forbidden_response",
@@ -42,6 +43,7 @@ __all__ = [
     "keys_unavailable_response",
     "problem",
     "problem_responses",
+    "too_many_requests_response",
     "unauthorized_response",
 ]
 
@@ -77,6 +79,7 @@ _MEANINGS = {
     413: "The body is over the limit",
     415: "The body is not JSON",
     422: "Validation failed; every bad field is named in errors",
+    429: "Over the caller's command rate limit; Retry-After says when to send again",
     503: "A store or the broker is out of reach; try again",
     504: "The read models did not reach X-Min-Position in time",
 }
@@ -134,6 +137,21 @@ class KeysUnavailable(Exception):
 
 def keys_unavailable_response(exc: KeysUnavailable) -> JSONResponse:
     response = problem(503, "Keys unavailable", str(exc), "keys-unavailable")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+class TooManyRequests(Exception):
+    """A caller over the command rate limit (429); ``retry_after`` is whole seconds until it may send again."""
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(f"This caller has sent more commands than the limit of {limit}; try again in {retry_after} s")
+
+
+def too_many_requests_response(exc: TooManyRequests) -> JSONResponse:
+    response = problem(429, "Too many requests", str(exc), "rate-limited", limit=exc.limit, retry_after=exc.retry_after)
     response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
