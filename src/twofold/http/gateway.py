@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from twofold.system import System
 __all__ = ["Upstream", "create_gateway", "gateway_in_process"]
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but HTAB, which a header may hold
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)  # above the longest read-your-writes wait a query may ask for
 
 
@@ -241,7 +243,11 @@ def create_gateway(
 
 
 async def _forward(request: Request, client: httpx.AsyncClient, service: str, *, path: str | None = None) -> Response:
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+    # The bytes the client sent, not text: a non-ASCII value reaches the service as it was, to be judged there.
+    headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+    injected = next((k.decode("latin-1") for k, v in headers if _CONTROL.search(v)), None)
+    if injected is not None:  # a CR or LF would start a header of its own on the wire to the service
+        return problem(400, "Bad request", f"The {injected} header holds a control character", "bad-request")
     # The path as decoded by the router, encoded again: a client's %1F must not reach httpx as a raw control character.
     target = quote(path or request.url.path)
     if request.url.query:
@@ -255,6 +261,8 @@ async def _forward(request: Request, client: httpx.AsyncClient, service: str, *,
         )
     except httpx.InvalidURL as exc:  # a query string holding what no URL may (a raw control character)
         return problem(400, "Bad request", f"The request's URL cannot be forwarded: {exc}", "bad-request")
+    except httpx.LocalProtocolError:  # whatever else the HTTP client refuses to put on the wire
+        return problem(400, "Bad request", "The request's headers cannot be forwarded", "bad-request")
     except httpx.TimeoutException:
         return problem(504, "Service timed out", f"The {service} service did not answer in time", "upstream-timeout")
     except httpx.TransportError:
