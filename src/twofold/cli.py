@@ -249,6 +249,7 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
     settings = _settings(system.services[0], environ)
     listen_host, listen_port = host or settings.host, port or settings.port
     auth = _authenticator(environ, listen_host)
+    rate_limit = _rate_limiter(environ)
     try:
         runtimes = embedded_runtimes(system, environ)
     except ConfigurationError as exc:
@@ -259,7 +260,7 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
     for service in system.services:
         own = Settings.from_env(service, service_environ(environ, service.name))
         typer.secho(f"  {service.name:<12} events: {own.database_url}, read models: {own.read_database_url}", err=True)
-    gateway = gateway_in_process(system, runtimes, auth=auth, rate_limit=_rate_limiter(environ))
+    gateway = gateway_in_process(system, runtimes, auth=auth, rate_limit=rate_limit)
     uvicorn.run(gateway, host=listen_host, port=listen_port, log_level="info")
 
 
