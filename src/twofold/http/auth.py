@@ -9,7 +9,9 @@
 Reads and writes are apart: no ``queries:`` scope lets a token write. :class:`Guard`, an ASGI
 middleware, checks every request before any route runs, and hands the route the caller's
 :class:`Principal` (``sub`` and ``tenant`` claims), which every event the command appends records.
-Which route needs which scope is :func:`scopes_for`'s table (docs/security.md).
+Which route needs which scope is :func:`scopes_for`'s table (docs/security.md); an internal
+command (``Command`` declared ``internal=True``) needs its own scope or ``commands:internal``,
+never ``commands:*``. When the JWK set URL cannot be fetched no token can be judged: 503, not 401.
 """
 
 from __future__ import annotations
