@@ -39,7 +39,7 @@ class AddProduct(Command):
     price: Price
 
 
-class PriceOrder(Command, name="catalog.PriceOrder"):
+class PriceOrder(Command, name="catalog.PriceOrder", internal=True):
     """Sent by the checkout saga: price each line at the product's current price."""
 
     order_id: str

@@ -23,14 +23,14 @@ class ReceiveStock(Command):
     quantity: Quantity
 
 
-class ReserveStock(Command, name="inventory.ReserveStock"):
+class ReserveStock(Command, name="inventory.ReserveStock", internal=True):
     """Sent by the checkout saga: reserve every line of an order, or none."""
 
     order_id: str
     lines: list[Line]
 
 
-class ReleaseStock(Command, name="inventory.ReleaseStock"):
+class ReleaseStock(Command, name="inventory.ReleaseStock", internal=True):
     """Sent by the checkout saga to undo a reservation; harmless when there is none."""
 
     order_id: str

@@ -67,12 +67,12 @@ class CancelOrder(Command):
     reason: Annotated[str, Field(max_length=200)] = "cancelled by the customer"
 
 
-class ConfirmOrder(Command, name="orders.ConfirmOrder"):
+class ConfirmOrder(Command, name="orders.ConfirmOrder", internal=True):
     order_id: str
     total: Decimal
 
 
-class RejectOrder(Command, name="orders.RejectOrder"):
+class RejectOrder(Command, name="orders.RejectOrder", internal=True):
     order_id: str
     reason: str
 

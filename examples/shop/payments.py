@@ -27,7 +27,7 @@ DECLINES = {"tok_declined": "card declined", "tok_no_funds": "insufficient funds
 KNOWN_CARDS = {"tok_visa", "tok_slow", "tok_unresponsive", *DECLINES}
 
 
-class AuthorizePayment(Command, name="payments.AuthorizePayment"):
+class AuthorizePayment(Command, name="payments.AuthorizePayment", internal=True):
     """Sent by the checkout saga: authorize ``amount`` on ``card`` for an order."""
 
     order_id: str
@@ -35,7 +35,7 @@ class AuthorizePayment(Command, name="payments.AuthorizePayment"):
     card: Card | None = None
 
 
-class VoidPayment(Command, name="payments.VoidPayment"):
+class VoidPayment(Command, name="payments.VoidPayment", internal=True):
     """Sent by the checkout saga to undo an authorization; harmless when there is none."""
 
     order_id: str

@@ -30,13 +30,23 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
-from twofold.config import ROLES, AuthSettings, Role, Settings, async_commands_for, check_exposure, runtime_for
+from twofold.config import (
+    ROLES,
+    AuthSettings,
+    RateLimit,
+    Role,
+    Settings,
+    async_commands_for,
+    check_exposure,
+    runtime_for,
+)
 from twofold.errors import ConfigurationError
 from twofold.service import Service
 from twofold.system import System
 
 if TYPE_CHECKING:
     from twofold.http.auth import Authenticator
+    from twofold.http.ratelimit import RateLimiter
 
 app = typer.Typer(help="Run and operate twofold services.", no_args_is_help=True, add_completion=False)
 
@@ -163,7 +173,7 @@ def cluster(
             err=True,
         )
         auth = _authenticator(dict(os.environ), "127.0.0.1")
-        gateway = create_gateway(system, running.upstreams(), auth=auth)
+        gateway = create_gateway(system, running.upstreams(), auth=auth, rate_limit=_rate_limiter(dict(os.environ)))
         uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning")
     typer.secho("twofold: stopped", err=True)
 
@@ -207,6 +217,7 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
     settings = _settings(service, environ)
     listen_host, listen_port = host or settings.host, port or settings.port
     auth = _authenticator(environ, listen_host)
+    rate_limit = _rate_limiter(environ)
     try:
         runtime = runtime_for(service, settings, cast(Role, role))
         queue = async_commands_for(runtime, settings) if role in ("all", "commands") else None
@@ -219,6 +230,7 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
         queries=role in ("all", "queries"),
         async_commands=queue,
         auth=auth,
+        rate_limit=rate_limit,
     )
     typer.secho(
         f"twofold: serving {service.name} ({role}) on http://{listen_host}:{listen_port}"
@@ -237,6 +249,7 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
     settings = _settings(system.services[0], environ)
     listen_host, listen_port = host or settings.host, port or settings.port
     auth = _authenticator(environ, listen_host)
+    rate_limit = _rate_limiter(environ)
     try:
         runtimes = embedded_runtimes(system, environ)
     except ConfigurationError as exc:
@@ -247,7 +260,8 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
     for service in system.services:
         own = Settings.from_env(service, service_environ(environ, service.name))
         typer.secho(f"  {service.name:<12} events: {own.database_url}, read models: {own.read_database_url}", err=True)
-    uvicorn.run(gateway_in_process(system, runtimes, auth=auth), host=listen_host, port=listen_port, log_level="info")
+    gateway = gateway_in_process(system, runtimes, auth=auth, rate_limit=rate_limit)
+    uvicorn.run(gateway, host=listen_host, port=listen_port, log_level="info")
 
 
 def _settings(service: Service, environ: dict[str, str]) -> Settings:
@@ -277,6 +291,20 @@ def _authenticator(environ: dict[str, str], host: str) -> Authenticator | None:
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+
+
+def _rate_limiter(environ: dict[str, str]) -> RateLimiter | None:
+    """The per-principal command limit the environment sets (``TWOFOLD_RATE_LIMIT_COMMANDS``), if any."""
+    try:
+        limit = RateLimit.from_env(environ)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    if limit is None:
+        return None
+    from twofold.http.ratelimit import RateLimiter
+
+    return RateLimiter(limit)
 
 
 def main() -> None:

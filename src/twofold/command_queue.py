@@ -31,12 +31,14 @@ class CommandOutcome:
         error: for a failure, the error's kind: ``DomainError``, ``InvalidMessage``, ``InternalError``…
         detail: for a failure, the message meant for a person.
         result: for a success that appended nothing, the result (the store has no record of it).
+        principal: who sent the command (a token's ``sub``), so that only they may read where it stands.
     """
 
     status: Literal["pending", "failed", "succeeded"]
     error: str | None = None
     detail: str | None = None
     result: dict[str, Any] | None = field(default=None)
+    principal: str | None = None
 
 
 class CommandQueue(Protocol):

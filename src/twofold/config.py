@@ -12,6 +12,7 @@
     TWOFOLD_AUTH_JWKS_FILE     … or with the keys of this JWK set file (production)
     TWOFOLD_AUTH_AUDIENCE      the ``aud`` a token must carry, when set
     TWOFOLD_AUTH_ISSUER        the ``iss`` a token must carry, when set
+    TWOFOLD_RATE_LIMIT_COMMANDS  commands each principal may send, e.g. 20/s or 600/min; unset, no limit
 
 ``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
 """
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from twofold.service import Service
 from twofold.store import EventStore
 from twofold.store.sqlite import SQLiteEventStore
 
-__all__ = ["AuthSettings", "Role", "Settings", "async_commands_for", "check_exposure", "runtime_for"]
+__all__ = ["AuthSettings", "RateLimit", "Role", "Settings", "async_commands_for", "check_exposure", "runtime_for"]
 
 Role = Literal["all", "commands", "queries", "projections", "relay", "consumers", "command-worker", "workers"]
 ROLES: tuple[Role, ...] = typing.get_args(Role)
@@ -77,6 +79,7 @@ class AuthSettings:
     audience: str | None = None
     issuer: str | None = None
     leeway_seconds: float = 30.0  # clock skew tolerated on exp, nbf and iat
+    jwks_cache_seconds: float = 300.0  # how long a key set fetched from jwks_url is used before it is fetched again
 
     def __post_init__(self) -> None:
         given = [name for name in AUTH_KEY_VARIABLES if getattr(self, _FIELD[name]) is not None]
@@ -105,6 +108,51 @@ class AuthSettings:
             audience=environ.get("TWOFOLD_AUTH_AUDIENCE") or None,
             issuer=environ.get("TWOFOLD_AUTH_ISSUER") or None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """How many commands one principal may send: ``count`` per ``seconds``, in a burst or spread out.
+
+    RateLimit.parse("20/s")     # RateLimit(count=20, seconds=1.0): 20 at once, then one every 50 ms
+    RateLimit.parse("600/min")  # RateLimit(count=600, seconds=60.0)
+    """
+
+    count: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not self.seconds > 0:
+            raise ConfigurationError(f"A rate limit needs a count of 1 or more per a positive time (got {self})")
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    def __str__(self) -> str:
+        unit = next((u for u, s in _RATE_UNITS.items() if s == self.seconds), None)
+        return f"{self.count}/{unit}" if unit else f"{self.count} per {self.seconds:g} s"
+
+    @classmethod
+    def parse(cls, text: str, variable: str = "TWOFOLD_RATE_LIMIT_COMMANDS") -> RateLimit:
+        """``<count>/s``, ``<count>/min`` or ``<count>/h``; anything else is a :class:`ConfigurationError`."""
+        found = _RATE.fullmatch(text.strip())
+        if found is None or int(found["count"]) < 1:
+            raise ConfigurationError(
+                f"{variable} must be a whole number of commands per s, min or h, such as 20/s, 600/min or "
+                f"10000/h (got {text!r})"
+            )
+        return cls(int(found["count"]), _RATE_UNITS[found["unit"]])
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RateLimit | None:
+        """The limit ``TWOFOLD_RATE_LIMIT_COMMANDS`` sets, or ``None`` (no limit) when it is unset or empty."""
+        text = environ.get("TWOFOLD_RATE_LIMIT_COMMANDS") or None
+        return None if text is None else cls.parse(text)
+
+
+_RATE_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+_RATE = re.compile(r"(?P<count>[0-9]{1,9})/(?P<unit>s|min|h)")
 
 
 AUTH_KEY_VARIABLES = ("TWOFOLD_AUTH_HS256_SECRET", "TWOFOLD_AUTH_JWKS_URL", "TWOFOLD_AUTH_JWKS_FILE")

@@ -75,7 +75,19 @@ class Message(BaseModel):
 
 
 class Command(Message):
-    """An intent to change state, named in the imperative: ``PlaceOrder``."""
+    """An intent to change state, named in the imperative: ``PlaceOrder``.
+
+    ``internal=True`` marks a command only other services' sagas should send
+    (``class PriceOrder(Command, name="catalog.PriceOrder", internal=True)``): over HTTP it needs
+    its own scope (``commands:catalog.PriceOrder``) or ``commands:internal``, never ``commands:*``.
+    A saga's commands do not come over HTTP, so they are unaffected.
+    """
+
+    internal: ClassVar[bool] = False
+
+    def __init_subclass__(cls, *, internal: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.internal = internal
 
 
 class Event(Message):

@@ -144,6 +144,25 @@ async def test_health_and_docs_stay_open(guarded: Api) -> None:
     assert (await guarded.client.get("/docs")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "tenant",
+    ["", "../etc", "t 1", "t1\n", "-t1", ".hidden", "t" * 64, "t1;drop", "a/b", "é", 42, ["t1"]],
+    ids=repr,
+)
+async def test_a_tenant_claim_that_is_not_a_plain_name_is_401_naming_the_claim(guarded: Api, tenant: object) -> None:
+    before = await guarded.head()
+    response = await guarded.command("AddProduct", EVERY_COMMAND["AddProduct"], **bearer(token(tenant=tenant)))
+
+    assert "tenant claim" in assert_problem(response, 401, "unauthorized")["detail"]
+    assert await guarded.head() == before
+
+
+@pytest.mark.parametrize("tenant", ["t1", "Acme.eu-west_1", "7", "t" * 63])
+async def test_a_plain_tenant_name_is_recorded(guarded: Api, tenant: str) -> None:
+    result = await guarded.ok("AddProduct", EVERY_COMMAND["AddProduct"], **bearer(token(tenant=tenant)))
+    assert result["events"][0]["metadata"]["tenant"] == tenant
+
+
 # -- 403 and 200, route by route -----------------------------------------------------------------
 
 
@@ -199,7 +218,7 @@ async def test_sagas_need_queries_star_or_sagas_read(tmp_path: Path) -> None:
 
 def test_the_scope_table_reads_apart_from_writes() -> None:
     assert scopes_for("POST", "/commands/PlaceOrder") == ("commands:PlaceOrder", "commands:*")
-    assert scopes_for("GET", "/commands/abc") == ("commands:",)
+    assert scopes_for("GET", "/commands/abc") == ("commands:", "operations:read", "operations:*")
     assert scopes_for("GET", "/queries/StockLevel") == ("queries:StockLevel", "queries:*")
     assert scopes_for("GET", "/dead-letters") == ("operations:read", "operations:*")
     assert scopes_for("POST", "/dead-letters/retry") == ("operations:*",)

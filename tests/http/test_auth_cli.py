@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -28,6 +30,19 @@ def test_the_host_variable_is_held_to_the_same_rule() -> None:
     result = CliRunner().invoke(app, ["serve", "tests.monolith:shop"], env={**OFF, "HOST": "10.0.0.7"})
     assert result.exit_code == 2
     assert "Refusing to listen on 10.0.0.7" in result.output
+
+
+@pytest.mark.parametrize("target", ["tests.monolith:shop", "examples.shop:shop"], ids=["service", "system"])
+def test_serve_refuses_a_bad_rate_limit_before_it_starts(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["serve", target], env={**OFF, "TWOFOLD_RATE_LIMIT_COMMANDS": "lots"})
+
+    assert result.exit_code == 2
+    assert "TWOFOLD_RATE_LIMIT_COMMANDS must be" in result.output
+    assert "20/s, 600/min or 10000/h (got 'lots')" in result.output
+    assert not (tmp_path / "data").exists()  # refused before any store was opened
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])

@@ -155,7 +155,13 @@ class Outcomes:
 
 
 def _encode(outcome: CommandOutcome) -> bytes:
-    fields = {"status": outcome.status, "error": outcome.error, "detail": outcome.detail, "result": outcome.result}
+    fields = {
+        "status": outcome.status,
+        "error": outcome.error,
+        "detail": outcome.detail,
+        "result": outcome.result,
+        "principal": outcome.principal,
+    }
     return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":")).encode()
 
 
@@ -166,10 +172,11 @@ def _decode(value: bytes) -> CommandOutcome | None:
         return None
     if not isinstance(fields, dict) or fields.get("status") not in ("pending", "failed", "succeeded"):
         return None
-    result = fields.get("result")
+    result, principal = fields.get("result"), fields.get("principal")
     return CommandOutcome(
         fields["status"],
         error=fields.get("error"),
         detail=fields.get("detail"),
         result=result if isinstance(result, dict) else None,
+        principal=principal if isinstance(principal, str) else None,
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -66,8 +67,8 @@ RETRIED = (StoreError, BrokerError, ConcurrencyError)  # failures of the moment,
 
 
 class _Malformed(Exception):
-    def __init__(self, command_id: str | None, error: str, detail: str) -> None:
-        self.command_id, self.error, self.detail = command_id, error, detail
+    def __init__(self, command_id: str | None, error: str, detail: str, principal: str | None = None) -> None:
+        self.command_id, self.error, self.detail, self.principal = command_id, error, detail, principal
         super().__init__(detail)
 
 
@@ -241,14 +242,14 @@ class CommandWorker:
         except _Malformed as bad:
             log.warning("command worker %s: %s", self.service_name, bad.detail)
             if bad.command_id is not None:
-                await self._record(bad.command_id, CommandOutcome("failed", bad.error, bad.detail))
+                await self._record(bad.command_id, CommandOutcome("failed", bad.error, bad.detail), bad.principal)
             await message.ack()
             return True
         outcome = await self._execute(message, queued, command)
         if outcome is None:
             await message.nak(delay=self._retry_delay(message))
             return False
-        await self._record(queued.command_id, outcome)
+        await self._record(queued.command_id, outcome, queued.principal)
         await message.ack()
         return True
 
@@ -263,11 +264,11 @@ class CommandWorker:
         if command_type is None:
             known = ", ".join(c.type_name for c in self._runtime.service.commands)
             detail = f"No command type {queued.type!r}; service {self.service_name} accepts: {known}"
-            raise _Malformed(queued.command_id, "NotFound", detail)
+            raise _Malformed(queued.command_id, "NotFound", detail, queued.principal)
         try:
             return queued, parse(command_type, queued.data)
         except InvalidMessage as exc:
-            raise _Malformed(queued.command_id, "InvalidMessage", str(exc)) from None
+            raise _Malformed(queued.command_id, "InvalidMessage", str(exc), queued.principal) from None
 
     async def _execute(self, message: Msg, queued: QueuedCommand, command: Command) -> CommandOutcome | None:
         """The outcome to record, or ``None`` to have the command delivered again later."""
@@ -298,11 +299,12 @@ class CommandWorker:
         summary = {k: getattr(result, k) for k in ("command_id", "stream_id", "version", "position")}
         return CommandOutcome("succeeded", result=summary)  # it appended nothing: only the bucket can say
 
-    async def _record(self, command_id: str, outcome: CommandOutcome) -> None:
+    async def _record(self, command_id: str, outcome: CommandOutcome, principal: str | None) -> None:
         if outcome.status == "succeeded" and outcome.result is None:
             return  # the store is read before the bucket, so a "pending" left there is never seen
         assert self._outcomes is not None  # opened by _work before any message is fetched
-        await self._outcomes.write(command_id, outcome)
+        # The sender is kept with the outcome: only they (or an operator) may read it.
+        await self._outcomes.write(command_id, dataclasses.replace(outcome, principal=principal))
 
     def _retry_delay(self, message: Msg) -> float:
         attempt = message.metadata.num_delivered

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["CommandWorker", "JetStreamCommandSender", "JetStreamCommands"]
 
 CONTENT_TYPE = "application/cloudevents+json"
-PENDING = CommandOutcome("pending")
 _SUBMIT_TRIES = 5  # a command's record changing under a submit this often means a bug, not a race
 
 
@@ -132,7 +131,8 @@ class JetStreamCommands:
                     return
                 retry = outcome is not None and outcome.status == "failed"
                 # Conditional: a worker recording an outcome meanwhile must not be overwritten.
-                if (outcome is None or retry) and not await outcomes.replace(command_id, PENDING, revision):
+                pending = CommandOutcome("pending", principal=envelope.principal)  # who may read its status
+                if (outcome is None or retry) and not await outcomes.replace(command_id, pending, revision):
                     continue
                 # A new attempt after a failure gets a message id of its own, or JetStream would drop it.
                 message_id = f"{command_id}.{revision}" if retry else command_id

@@ -7,5 +7,6 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is inst
 
 from twofold.http.app import create_app
 from twofold.http.auth import Authenticator, Principal
+from twofold.http.ratelimit import RateLimiter
 
-__all__ = ["Authenticator", "Principal", "create_app"]
+__all__ = ["Authenticator", "Principal", "RateLimiter", "create_app"]

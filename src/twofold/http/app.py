@@ -5,6 +5,7 @@
     app = create_app(runtime, commands=False)      # a query API replica
     app = create_app(runtime, async_commands=JetStreamCommands(runtime, nats_url))  # 202s to NATS workers
     app = create_app(runtime, auth=Authenticator(AuthSettings.from_env()))  # bearer tokens, scopes
+    app = create_app(runtime, rate_limit=RateLimiter(RateLimit.parse("20/s")))  # per principal, on commands
 
 Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
 projections run), ``/metrics`` (Prometheus) and ``/openapi.json``; one with both stores and
@@ -30,6 +31,7 @@ from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
 from twofold.http.problems import PROBLEM_SCHEMA, install, problem
 from twofold.http.queries import query_router
+from twofold.http.ratelimit import CommandRateLimit, RateLimiter
 from twofold.http.sagas import saga_router
 from twofold.messages import Command
 from twofold.projections import ProjectionRunner
@@ -51,6 +53,7 @@ def create_app(
     stall_after: float = DEFAULT_STALL_AFTER,
     async_commands: CommandQueue | None = None,
     auth: Authenticator | None = None,
+    rate_limit: RateLimiter | None = None,
 ) -> FastAPI:
     """Build the HTTP app for ``runtime``; starting the app starts the runtime, stopping it stops it.
 
@@ -66,6 +69,8 @@ def create_app(
             process each (:class:`~twofold.http.commands.AsyncCommands`).
         auth: checks bearer tokens and scopes on every request; ``None`` leaves every route open
             and records no principal (``twofold serve`` allows that on loopback only).
+        rate_limit: a token bucket per principal on every command route (429 over it); ``None``
+            for no limit. Give each app its own: one shared by two apps counts a command twice.
     """
     service = runtime.service
     metrics = Metrics(stall_after)
@@ -89,7 +94,11 @@ def create_app(
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
-    app.add_middleware(Guard, auth=auth)  # added last, so it runs first: no body is read before it
+    app.add_middleware(
+        CommandRateLimit, limiter=rate_limit, on_limited=lambda _: metrics.rate_limited.labels(service.name).inc()
+    )
+    internal = [c.type_name for c in service.commands if c.internal]
+    app.add_middleware(Guard, auth=auth, internal=internal)  # added last, so it runs first: no body is read before it
     if commands and runtime.store is not None:
         app.include_router(command_router(runtime, background, metrics))
     if queries and runtime.read_store is not None:

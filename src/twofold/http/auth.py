@@ -9,15 +9,19 @@
 Reads and writes are apart: no ``queries:`` scope lets a token write. :class:`Guard`, an ASGI
 middleware, checks every request before any route runs, and hands the route the caller's
 :class:`Principal` (``sub`` and ``tenant`` claims), which every event the command appends records.
-Which route needs which scope is :func:`scopes_for`'s table (docs/security.md).
+Which route needs which scope is :func:`scopes_for`'s table (docs/security.md); an internal
+command (``Command`` declared ``internal=True``) needs its own scope or ``commands:internal``,
+never ``commands:*``. When the JWK set URL cannot be fetched no token can be judged: 503, not 401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,17 +35,31 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from twofold.config import AuthSettings
 from twofold.errors import ConfigurationError
-from twofold.http.problems import Forbidden, Unauthorized, forbidden_response, unauthorized_response
+from twofold.http.problems import (
+    Forbidden,
+    KeysUnavailable,
+    Unauthorized,
+    forbidden_response,
+    keys_unavailable_response,
+    unauthorized_response,
+)
 from twofold.messages import Command
 from twofold.service import Policy
 
 __all__ = ["ANONYMOUS", "Authenticator", "Guard", "Principal", "check_policy", "principal_of", "scopes_for"]
 
+log = logging.getLogger("twofold.http")
 HMAC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 OPEN = ("/health", "/docs")  # no token asked: liveness, and the page that asks /openapi.json (which needs one)
 OPERATIONS_READ = ("operations:read", "operations:*")
+INTERNAL = "commands:internal"  # every internal command, which commands:* does not cover
+# Tenant ids become schema and file names downstream: a short, plain name, never a path or a quote.
+# \Z, not $: $ would let a trailing newline through.
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _STATE_KEY = "twofold.principal"
+JWKS_TIMEOUT = 5.0  # seconds to wait for the key set: each request that needs it waits this long at worst
+JWKS_RETRY_AFTER = 5  # seconds a client is told to wait when the key set cannot be fetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +94,8 @@ class Authenticator:
 
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self._jwks_client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+        self._jwks_client = _KeySource(settings) if settings.jwks_url else None
+        self._keys_down = False  # the key set could not be fetched last time: logged once, not per request
         self._jwks = _read_jwks(settings) if settings.jwks_file is not None else None
         self.algorithms = HMAC if settings.hs256_secret is not None else ASYMMETRIC
 
@@ -114,14 +133,27 @@ class Authenticator:
         if self._jwks_client is not None:
             # PyJWKClient fetches with urllib, which blocks: off the event loop (keys are cached).
             # An unknown kid makes it fetch the set again (at most every 30 s): keys rotate without a restart.
-            client = self._jwks_client
-            found = await asyncio.to_thread(
-                lambda: client.get_signing_key(kid) if isinstance(kid, str) else _pick(client.get_jwk_set(), kid)
-            )
+            found = await self._fetched_key(self._jwks_client, kid)
         else:
             assert self._jwks is not None
             found = _pick(self._jwks, kid)
         return found.key, _family(found.key)
+
+    async def _fetched_key(self, client: jwt.PyJWKClient, kid: object) -> jwt.PyJWK:
+        """The key ``kid`` names, from the key set URL; :class:`KeysUnavailable` when it cannot be fetched."""
+        try:
+            found = await asyncio.to_thread(
+                lambda: client.get_signing_key(kid) if isinstance(kid, str) else _pick(client.get_jwk_set(), kid)
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            if not self._keys_down:
+                log.error("cannot fetch the JWK set at %s (%s); answering 503 until it can", client.uri, exc)
+            self._keys_down = True
+            raise KeysUnavailable(JWKS_RETRY_AFTER) from None
+        if self._keys_down:
+            log.warning("the JWK set at %s can be fetched again", client.uri)
+            self._keys_down = False
+        return found
 
     def token(self, subject: str, scopes: Sequence[str], *, tenant: str | None = None, seconds: int = 3600) -> str:
         """A development token signed with the HS256 secret (``twofold token``, ``make token``)."""
@@ -136,6 +168,29 @@ class Authenticator:
         if self.settings.issuer is not None:
             claims["iss"] = self.settings.issuer
         return jwt.encode(claims, self.settings.hs256_secret, algorithm="HS256")
+
+
+class _KeySource(jwt.PyJWKClient):
+    """A :class:`jwt.PyJWKClient` for which any fetch that yields no usable key set is a connection error.
+
+    PyJWT raises a connection error for a refused connection or an HTTP error, but a ``ValueError``
+    for a body that is not JSON and a ``PyJWKSetError`` for a set without usable keys: all three
+    mean the identity provider is not serving keys, which is not the token's fault (503, not 401).
+    """
+
+    def __init__(self, settings: AuthSettings) -> None:
+        assert settings.jwks_url is not None
+        super().__init__(settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_seconds, timeout=JWKS_TIMEOUT)
+
+    def fetch_data(self) -> Any:
+        try:
+            data = super().fetch_data()
+            jwt.PyJWKSet.from_dict(data)
+        except jwt.PyJWKClientConnectionError:
+            raise
+        except (ValueError, jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+            raise jwt.PyJWKClientConnectionError(f"The JWK set URL served no usable key set: {exc}") from exc
+        return data
 
 
 def _read_jwks(settings: AuthSettings) -> jwt.PyJWKSet:
@@ -209,23 +264,39 @@ def _principal(claims: dict[str, Any]) -> Principal:
     scopes = raw.split() if isinstance(raw, str) else raw
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise Unauthorized("The token's scope must be a space-separated string, or scopes a list", invalid_token=True)
-    if not isinstance(subject, str) or not (tenant is None or isinstance(tenant, str)):
-        raise Unauthorized("The token's sub and tenant claims must be strings", invalid_token=True)
+    if not isinstance(subject, str):
+        raise Unauthorized("The token's sub claim must be a string", invalid_token=True)
+    if tenant is not None and not (isinstance(tenant, str) and TENANT.match(tenant)):
+        raise Unauthorized(
+            "The token's tenant claim must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit",
+            invalid_token=True,
+        )
     return Principal(subject, frozenset(scopes), tenant)
 
 
-def scopes_for(method: str, path: str) -> tuple[str, ...] | None:
+def local_path(path: str) -> str:
+    """The path a service serves for one the gateway forwards: ``/services/orders/commands/X`` → ``/commands/X``."""
+    if path.startswith("/services/"):
+        return "/" + path.removeprefix("/services/").partition("/")[2]
+    return path
+
+
+def scopes_for(method: str, path: str, internal: Collection[str] = ()) -> tuple[str, ...] | None:
     """The scopes of which a request needs one; ``()`` for any valid token, ``None`` for no token at all.
 
     ``/services/{name}/…`` (the gateway's way through to one service) needs what ``/…`` needs.
+    A command named in ``internal`` needs its own scope or ``commands:internal``: ``commands:*``
+    is what a client is given, and internal commands are for other services.
     """
-    if path.startswith("/services/"):
-        path = "/" + path.removeprefix("/services/").partition("/")[2]
+    path = local_path(path)
     parts = path.strip("/").split("/")
     if path in OPEN:
         return None
     if parts[0] == "commands" and len(parts) == 2:
-        return (f"commands:{parts[1]}", "commands:*") if method == "POST" else ("commands:",)
+        if method != "POST":
+            return ("commands:", *OPERATIONS_READ)  # which command's status a caller may read: http.commands
+        return (f"commands:{parts[1]}", INTERNAL if parts[1] in internal else "commands:*")
     if parts[0] == "queries" and len(parts) == 2:
         return (f"queries:{parts[1]}", "queries:*")
     if parts[0] == "sagas":
@@ -241,12 +312,14 @@ class Guard:
     """ASGI middleware: authenticate every request and check its scope before any route runs.
 
     With ``auth=None`` every request passes as :data:`ANONYMOUS` (principal ``None``), which
-    ``twofold serve`` allows on loopback only.
+    ``twofold serve`` allows on loopback only. ``internal`` names the internal commands
+    (:attr:`twofold.Command.internal`), which ``commands:*`` does not cover.
     """
 
-    def __init__(self, app: ASGIApp, auth: Authenticator | None = None) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator | None = None, internal: Collection[str] = ()) -> None:
         self.app = app
         self.auth = auth
+        self.internal = frozenset(internal)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.auth is None:
@@ -254,7 +327,7 @@ class Guard:
                 scope.setdefault("state", {})[_STATE_KEY] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        needed = scopes_for(scope["method"], scope["path"])
+        needed = scopes_for(scope["method"], scope["path"], self.internal)
         if needed is not None:
             request = Request(scope)
             try:
@@ -262,13 +335,23 @@ class Guard:
             except Unauthorized as exc:
                 await unauthorized_response(exc)(scope, receive, send)
                 return
+            except KeysUnavailable as exc:
+                await keys_unavailable_response(exc)(scope, receive, send)
+                return
             if needed and not principal.allows(*needed):
-                wanted = " or ".join(s + "…" if s.endswith(":") else s for s in needed)
-                refusal = Forbidden(f"This route needs the scope {wanted}", scope=needed[0])
+                refusal = Forbidden(_needs(needed), scope=needed[0])
                 await forbidden_response(refusal)(scope, receive, send)
                 return
             scope.setdefault("state", {})[_STATE_KEY] = principal
         await self.app(scope, receive, send)
+
+
+def _needs(needed: tuple[str, ...]) -> str:
+    wanted = " or ".join(s + "…" if s.endswith(":") else s for s in needed)
+    if INTERNAL in needed:
+        command = needed[0].removeprefix("commands:")
+        return f"This route needs the scope {wanted}: {command} is internal, and commands:* does not cover it"
+    return f"This route needs the scope {wanted}"
 
 
 def principal_of(request: Request) -> Principal:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,7 +26,7 @@ from twofold.command_queue import CommandOutcome, CommandQueue
 from twofold.commands import CommandResult
 from twofold.errors import BrokerError, NotFound, TwofoldError
 from twofold.http._json import json_body, result_json
-from twofold.http.auth import check_policy, principal_of
+from twofold.http.auth import ANONYMOUS, OPERATIONS_READ, Principal, check_policy, principal_of
 from twofold.http.metrics import Metrics
 from twofold.http.problems import BadRequest, problem_responses
 from twofold.messages import Command, Envelope, new_id, parse
@@ -33,6 +34,11 @@ from twofold.runtime import Runtime
 
 log = logging.getLogger("twofold.http")
 _KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
+INTERNAL_NOTE = (
+    "**Internal**: sent by other services' sagas. Over HTTP it needs the scope `commands:{name}` "
+    "or `commands:internal`; `commands:*` does not cover it."
+)
+STATUS_READERS = ("commands:*", *OPERATIONS_READ)  # who may read any command's status, not only their own
 FAILURES_KEPT = 10_000  # outcomes of failed asynchronous commands remembered for GET /commands/{id}
 
 
@@ -58,7 +64,8 @@ class AsyncCommands:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._running: dict[str, asyncio.Task[Any]] = {}
-        self._failed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._senders: dict[str, str | None] = {}  # the principal of each running command
+        self._failed: OrderedDict[str, CommandOutcome] = OrderedDict()
 
     async def submit(self, envelope: Envelope[Command]) -> None:
         command_id = envelope.message_id
@@ -67,6 +74,7 @@ class AsyncCommands:
         self._failed.pop(command_id, None)  # a retry under the same id: its own outcome, not the last one's
         task = asyncio.create_task(self._run(envelope), name=f"command {command_id}")
         self._running[command_id] = task
+        self._senders[command_id] = envelope.principal
 
     async def _run(self, envelope: Envelope[Command]) -> None:
         command_id, command = envelope.message_id, envelope.message
@@ -80,25 +88,26 @@ class AsyncCommands:
                 tenant=envelope.tenant,
             )
         except TwofoldError as exc:
-            self._fail(command_id, type(exc).__name__, str(exc))
+            self._fail(command_id, CommandOutcome("failed", type(exc).__name__, str(exc), principal=envelope.principal))
         except Exception:
             # Nobody awaits this task: re-raising would only surface as "Task exception was never
             # retrieved" whenever the task happens to be collected, so log it here, like a 500.
             log.exception("background command %s (%s) failed unexpectedly", command_id, command.type_name)
-            self._fail(command_id, "InternalError", "The command failed unexpectedly")
+            unexpected = "The command failed unexpectedly"
+            self._fail(command_id, CommandOutcome("failed", "InternalError", unexpected, principal=envelope.principal))
         finally:
             self._running.pop(command_id, None)
+            self._senders.pop(command_id, None)
 
-    def _fail(self, command_id: str, error: str, detail: str) -> None:
-        self._failed[command_id] = {"error": error, "detail": detail}
+    def _fail(self, command_id: str, outcome: CommandOutcome) -> None:
+        self._failed[command_id] = outcome
         while len(self._failed) > FAILURES_KEPT:
             self._failed.popitem(last=False)
 
     async def outcome(self, command_id: str) -> CommandOutcome | None:
         if command_id in self._running:
-            return CommandOutcome("pending")
-        failed = self._failed.get(command_id)
-        return None if failed is None else CommandOutcome("failed", failed["error"], failed["detail"])
+            return CommandOutcome("pending", principal=self._senders.get(command_id))
+        return self._failed.get(command_id)
 
     async def drain(self, timeout: float) -> None:
         """Let running commands finish, for at most ``timeout`` seconds, then cancel the rest."""
@@ -110,8 +119,14 @@ class AsyncCommands:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def status_of(runtime: Runtime, background: CommandQueue, command_id: str) -> dict[str, Any]:
-    """``pending``, ``failed`` (with error and detail) or ``succeeded`` (with the result, as a 200 gives it)."""
+async def status_of(
+    runtime: Runtime, background: CommandQueue, command_id: str, caller: Principal = ANONYMOUS
+) -> dict[str, Any]:
+    """``pending``, ``failed`` (with error and detail) or ``succeeded`` (with the result, as a 200 gives it).
+
+    Only the principal who sent the command may read it, or one holding ``commands:*`` or
+    ``operations:read``; anyone else gets the 404 of an unknown id, which says nothing of whether it exists.
+    """
     assert runtime.store is not None
     try:
         outcome = await background.outcome(command_id)  # asked first: one that ends meanwhile is in the store
@@ -120,6 +135,9 @@ async def status_of(runtime: Runtime, background: CommandQueue, command_id: str)
             raise
         outcome = None
     appended = await runtime.store.command_result(command_id)  # the last word: an id is applied once
+    sender = _sender(appended.events[0].metadata if appended and appended.events else None, outcome)
+    if (appended is not None or outcome is not None) and not _may_read(caller, sender):
+        raise NotFound(f"No command with id {command_id}")
     if appended is not None:
         result = result_json(CommandResult.of(command_id, appended, None))
         return {"command_id": command_id, "status": "succeeded", "result": result}
@@ -132,6 +150,20 @@ async def status_of(runtime: Runtime, background: CommandQueue, command_id: str)
     return {"command_id": command_id, "status": "pending"}
 
 
+def _sender(metadata: Mapping[str, Any] | None, outcome: CommandOutcome | None) -> str | None:
+    """Who sent a command: the events it appended record it, and so does the queue's outcome."""
+    if metadata is not None:
+        principal = metadata.get("principal")
+        return principal if isinstance(principal, str) else None
+    return outcome.principal if outcome is not None else None
+
+
+def _may_read(caller: Principal, sender: str | None) -> bool:
+    if caller.allows(*STATUS_READERS):
+        return True
+    return caller.subject is not None and caller.subject == sender
+
+
 def command_router(runtime: Runtime, background: CommandQueue, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["commands"])
     for command_type in runtime.service.commands:
@@ -140,8 +172,8 @@ def command_router(runtime: Runtime, background: CommandQueue, metrics: Metrics)
     @router.get(
         "/commands/{command_id}", summary="Status and result of a command", responses=problem_responses(400, 404, 503)
     )
-    async def command_status(command_id: str) -> dict[str, Any]:
-        return await status_of(runtime, background, _checked_key(command_id, "command id"))
+    async def command_status(command_id: str, request: Request) -> dict[str, Any]:
+        return await status_of(runtime, background, _checked_key(command_id, "command id"), principal_of(request))
 
     known = ", ".join(c.type_name for c in runtime.service.commands)
 
@@ -202,16 +234,18 @@ def _add_route(
         methods=["POST"],
         name=f"command {name}",
         summary=(command_type.__doc__ or name).strip().splitlines()[0],
+        description=INTERNAL_NOTE.format(name=name) if command_type.internal else None,
         response_model=CommandAccepted,
         responses={
             202: {"model": CommandQueued, "description": "Accepted to run in the background"},
-            **problem_responses(400, 404, 409, 413, 415, 422, 503),
+            **problem_responses(400, 404, 409, 413, 415, 422, 429, 503),
         },
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
-            }
+            },
+            "x-twofold-internal": command_type.internal,
         },
     )
 

@@ -14,12 +14,14 @@ against ``make run`` and ``make run-cluster``.
 
 With ``auth``, the gateway checks each request's token and scope as a service would, then forwards
 ``Authorization`` untouched, and every service checks it again: a service never trusts the gateway.
+With ``rate_limit``, it limits each principal's commands as a service would, before forwarding them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from prometheus_client import generate_latest
+from prometheus_client import Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -39,12 +41,14 @@ from twofold.http.auth import Authenticator, Guard
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE
 from twofold.http.problems import install, problem
+from twofold.http.ratelimit import CommandRateLimit, RateLimiter
 from twofold.runtime import Runtime
 from twofold.system import System
 
 __all__ = ["Upstream", "create_gateway", "gateway_in_process"]
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but HTAB, which a header may hold
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)  # above the longest read-your-writes wait a query may ask for
 
 
@@ -99,10 +103,13 @@ def create_gateway(
     *,
     body_limit: int = DEFAULT_BODY_LIMIT,
     auth: Authenticator | None = None,
+    rate_limit: RateLimiter | None = None,
 ) -> FastAPI:
     """Build the gateway app for ``system``; ``upstreams`` maps each service name to how to reach it.
 
     ``auth`` checks tokens at the gateway too (the services check them whatever the gateway does).
+    ``rate_limit`` limits each principal's commands here, before they reach a service; the
+    refusals are counted in the gateway's ``/metrics`` as the services count theirs.
     """
     missing = sorted(set(system.names) - set(upstreams))
     if missing:
@@ -124,7 +131,21 @@ def create_gateway(
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
-    app.add_middleware(Guard, auth=auth)
+    own_metrics = CollectorRegistry()
+    rate_limited = Counter(
+        "twofold_commands_rate_limited",
+        "Commands refused (429) because their caller was over the rate limit",
+        ["service"],
+        registry=own_metrics,
+    )
+
+    def count_refusal(type_name: str) -> None:
+        owner = system.owner_of_command(type_name)
+        rate_limited.labels(owner.name if owner is not None else "unknown").inc()
+
+    app.add_middleware(CommandRateLimit, limiter=rate_limit, on_limited=count_refusal)
+    internal = [c.type_name for service in system.services for c in service.commands if c.internal]
+    app.add_middleware(Guard, auth=auth, internal=internal)
 
     @app.post("/commands/{type_name}", include_in_schema=False)
     async def command(type_name: str, request: Request) -> Response:
@@ -193,6 +214,7 @@ def create_gateway(
             for name, upstream in upstreams.items()
             for part, client in upstream.parts().items()
         }
+        texts["gateway", "gateway"] = generate_latest(own_metrics).decode()  # its samples name their service
         registry = CollectorRegistry()
         registry.register(_Labelled(texts))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
@@ -221,7 +243,11 @@ def create_gateway(
 
 
 async def _forward(request: Request, client: httpx.AsyncClient, service: str, *, path: str | None = None) -> Response:
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+    # The bytes the client sent, not text: a non-ASCII value reaches the service as it was, to be judged there.
+    headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+    injected = next((k.decode("latin-1") for k, v in headers if _CONTROL.search(v)), None)
+    if injected is not None:  # a CR or LF would start a header of its own on the wire to the service
+        return problem(400, "Bad request", f"The {injected} header holds a control character", "bad-request")
     # The path as decoded by the router, encoded again: a client's %1F must not reach httpx as a raw control character.
     target = quote(path or request.url.path)
     if request.url.query:
@@ -235,6 +261,8 @@ async def _forward(request: Request, client: httpx.AsyncClient, service: str, *,
         )
     except httpx.InvalidURL as exc:  # a query string holding what no URL may (a raw control character)
         return problem(400, "Bad request", f"The request's URL cannot be forwarded: {exc}", "bad-request")
+    except httpx.LocalProtocolError:  # whatever else the HTTP client refuses to put on the wire
+        return problem(400, "Bad request", "The request's headers cannot be forwarded", "bad-request")
     except httpx.TimeoutException:
         return problem(504, "Service timed out", f"The {service} service did not answer in time", "upstream-timeout")
     except httpx.TransportError:
@@ -287,13 +315,17 @@ class _Labelled(Collector):
 
 
 def _labelled(samples: Sequence[Any], service: str, part: str) -> list[Any]:
-    return [s._replace(labels={**s.labels, "service": service, "part": part}) for s in samples]
+    # A sample's own service label stays: the gateway counts refusals for the service each command was for.
+    return [s._replace(labels={"service": service, **s.labels, "part": part}) for s in samples]
 
 
 def gateway_in_process(system: System, runtimes: Mapping[str, Runtime], **options: Any) -> FastAPI:
     """The gateway over ``runtimes`` running in this process: each served by its own app, reached without a socket.
 
     ``options`` go to each service's :func:`~twofold.http.create_app`; ``auth`` to the gateway too.
+    ``rate_limit`` goes to the gateway alone: the services are reached only through it, and a
+    limit applied at both would count each command twice.
     """
+    rate_limit = options.pop("rate_limit", None)
     upstreams = {name: Upstream.in_process(create_app(runtime, **options)) for name, runtime in runtimes.items()}
-    return create_gateway(system, upstreams, auth=options.get("auth"))
+    return create_gateway(system, upstreams, auth=options.get("auth"), rate_limit=rate_limit)

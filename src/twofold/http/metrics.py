@@ -47,6 +47,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "twofold_commands_rate_limited",
+            "Commands refused (429) because their caller was over the rate limit",
+            ["service"],
+            registry=self.registry,
+        )
         self.events_appended = Counter(
             "twofold_events_appended", "Events appended by commands of this process", registry=self.registry
         )

@@ -34,13 +34,17 @@ __all__ = [
     "PROBLEM_SCHEMA",
     "BadRequest",
     "Forbidden",
+    "KeysUnavailable",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "forbidden_response",
     "install",
+    "keys_unavailable_response",
     "problem",
     "problem_responses",
+    "too_many_requests_response",
     "unauthorized_response",
 ]
 
@@ -76,6 +80,7 @@ _MEANINGS = {
     413: "The body is over the limit",
     415: "The body is not JSON",
     422: "Validation failed; every bad field is named in errors",
+    429: "Over the caller's command rate limit; Retry-After says when to send again",
     503: "A store or the broker is out of reach; try again",
     504: "The read models did not reach X-Min-Position in time",
 }
@@ -118,6 +123,38 @@ class Forbidden(Exception):
         self.scope = scope
         self.command = command
         super().__init__(detail)
+
+
+class KeysUnavailable(Exception):
+    """The keys that verify tokens cannot be fetched (503): no token can be judged, good or bad.
+
+    ``retry_after`` is whole seconds; the cause is logged, never sent to the client.
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__("The keys that verify tokens cannot be fetched right now; try again shortly")
+
+
+def keys_unavailable_response(exc: KeysUnavailable) -> JSONResponse:
+    response = problem(503, "Keys unavailable", str(exc), "keys-unavailable")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+class TooManyRequests(Exception):
+    """A caller over the command rate limit (429); ``retry_after`` is whole seconds until it may send again."""
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(f"This caller has sent more commands than the limit of {limit}; try again in {retry_after} s")
+
+
+def too_many_requests_response(exc: TooManyRequests) -> JSONResponse:
+    response = problem(429, "Too many requests", str(exc), "rate-limited", limit=exc.limit, retry_after=exc.retry_after)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def unauthorized_response(exc: Unauthorized) -> JSONResponse:
@@ -211,6 +248,11 @@ async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
     return unauthorized_response(exc)
 
 
+async def _keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeysUnavailable)
+    return keys_unavailable_response(exc)
+
+
 async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Forbidden)
     return forbidden_response(exc)
@@ -269,6 +311,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotCaughtUp, _not_caught_up)
     app.add_exception_handler(Unauthorized, _unauthorized)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(KeysUnavailable, _keys_unavailable)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(UnsupportedMediaType, _unsupported)
     app.add_exception_handler(PayloadTooLarge, _too_large)
