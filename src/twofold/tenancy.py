@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TENANT_PATTERN", "Tenancy", "check_tenant", "tenant_location"]
 
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # \Z: "$" would let a final newline through
 TENANT_RULE = "a tenant is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 REGISTRY = "twofold.tenants"  # the transaction name under which tenants are registered
 CREATE_REGISTRY = "CREATE TABLE IF NOT EXISTS twofold_tenants (tenant TEXT PRIMARY KEY, location TEXT NOT NULL)"

@@ -216,6 +216,16 @@ async def test_sagas_need_queries_star_or_sagas_read(tmp_path: Path) -> None:
             assert (await api.client.get("/sagas/checkout", headers=bearer(token(scope=scope)))).status_code == 200
 
 
+async def test_views_across_every_tenant_refuse_a_tenant_s_token_whatever_its_scopes(tmp_path: Path) -> None:
+    async with serve(saga_shop, tmp_path, auth=Authenticator(SETTINGS)) as api:
+        everything = "sagas:read queries:* operations:*"
+        for path in ("/sagas/checkout", "/dead-letters", "/services/shop/sagas/checkout"):
+            refused = await api.client.get(path, headers=bearer(token(scope=everything, tenant="acme")))
+            assert "every tenant" in assert_problem(refused, 403, "forbidden")["detail"]
+            allowed = await api.client.get(path, headers=bearer(token(scope=everything)))
+            assert allowed.status_code != 403  # 200, or 404 where this service has no such route
+
+
 def test_the_scope_table_reads_apart_from_writes() -> None:
     assert scopes_for("POST", "/commands/PlaceOrder") == ("commands:PlaceOrder", "commands:*")
     assert scopes_for("GET", "/commands/abc") == ("commands:", "operations:read", "operations:*")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from twofold.http.problems import (
 )
 from twofold.messages import Command
 from twofold.service import Policy
+from twofold.tenancy import TENANT_PATTERN, TENANT_RULE
 
 __all__ = ["ANONYMOUS", "Authenticator", "Guard", "Principal", "check_policy", "principal_of", "scopes_for"]
 
@@ -53,10 +53,10 @@ HMAC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 OPEN = ("/health", "/docs")  # no token asked: liveness, and the page that asks /openapi.json (which needs one)
 OPERATIONS_READ = ("operations:read", "operations:*")
+EVERY_TENANT = ("/sagas", "/dead-letters")  # operators' views, across tenants: never for a tenant's token
 INTERNAL = "commands:internal"  # every internal command, which commands:* does not cover
 # Tenant ids become schema and file names downstream: a short, plain name, never a path or a quote.
 # \Z, not $: $ would let a trailing newline through.
-TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _STATE_KEY = "twofold.principal"
 JWKS_TIMEOUT = 5.0  # seconds to wait for the key set: each request that needs it waits this long at worst
 JWKS_RETRY_AFTER = 5  # seconds a client is told to wait when the key set cannot be fetched
@@ -266,12 +266,8 @@ def _principal(claims: dict[str, Any]) -> Principal:
         raise Unauthorized("The token's scope must be a space-separated string, or scopes a list", invalid_token=True)
     if not isinstance(subject, str):
         raise Unauthorized("The token's sub claim must be a string", invalid_token=True)
-    if tenant is not None and not (isinstance(tenant, str) and TENANT.match(tenant)):
-        raise Unauthorized(
-            "The token's tenant claim must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit",
-            invalid_token=True,
-        )
+    if tenant is not None and not (isinstance(tenant, str) and TENANT_PATTERN.match(tenant)):
+        raise Unauthorized(f"The token's tenant claim is invalid: {TENANT_RULE}", invalid_token=True)
     return Principal(subject, frozenset(scopes), tenant)
 
 
@@ -340,6 +336,10 @@ class Guard:
                 return
             if needed and not principal.allows(*needed):
                 refusal = Forbidden(_needs(needed), scope=needed[0])
+                await forbidden_response(refusal)(scope, receive, send)
+                return
+            if principal.tenant is not None and local_path(scope["path"]).startswith(EVERY_TENANT):
+                refusal = Forbidden("This route shows every tenant's data: it takes a token without a tenant")
                 await forbidden_response(refusal)(scope, receive, send)
                 return
             scope.setdefault("state", {})[_STATE_KEY] = principal
