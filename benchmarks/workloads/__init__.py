@@ -11,6 +11,8 @@ One module per workload, each measuring real processes and real databases on 127
 - ``memory``: ``memory_replay``, the peak memory of a fresh process replaying 100,000 and 1,000,000 events
 - ``cluster_orders``: orders through the shop's whole cluster (PostgreSQL, NATS, sixteen processes):
   orders/s, and p50/p99 from ``PlaceOrder`` to the final status in ``OrderHistory``
+- ``bank_transfers``: transfers through the bank's saga, embedded on SQLite and as a cluster:
+  transfers/s, and p50/p99 from ``RequestTransfer`` to ``completed``; any imbalance fails the run
 
 Every row has the keys ``benchmarks/run.py`` prints (``workload``, ``backend``, ``system``,
 ``writers``, ``value``, ``unit``, ``min``, ``max``, ``runs``); ``statistic`` names a percentile, a
@@ -36,11 +38,19 @@ async def measure_all(shape: Shape, postgres: PostgresServer, progress: Callable
     """Run every end-to-end workload in turn; fresh files in a temporary folder, fresh databases in ``postgres``."""
     # Imported here, not at the top: the memory workload's child process imports this package's
     # ``_projection`` module, and its measured baseline must not carry asyncpg, psycopg and httpx.
-    from benchmarks.workloads import catchup, cluster_orders, http_latency, memory, query_scaling, subscribe
+    from benchmarks.workloads import (
+        bank_transfers,
+        catchup,
+        cluster_orders,
+        http_latency,
+        memory,
+        query_scaling,
+        subscribe,
+    )
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="twofold-workloads-") as tmp:
-        for module in (catchup, subscribe, http_latency, query_scaling, memory, cluster_orders):
+        for module in (catchup, subscribe, http_latency, query_scaling, memory, cluster_orders, bank_transfers):
             started = time.perf_counter()
             folder = Path(tmp) / module.WORKLOAD
             folder.mkdir()

@@ -39,7 +39,7 @@ class OpenAccount(Command):
     account_id: Id
     owner: Id
     currency: Currency = "EUR"
-    overdraft_limit: Limit = Decimal(0)
+    overdraft_limit: Limit = Decimal("0.00")
 
 
 class Deposit(Command):
@@ -383,7 +383,7 @@ class Balances(Projection, name="accounts.balances"):
             case AccountOpened():
                 db.execute(
                     "INSERT INTO accounts (account_id, owner, currency, balance, overdraft_limit, status)"
-                    " VALUES (?, ?, ?, '0', ?, 'open')",
+                    " VALUES (?, ?, ?, '0.00', ?, 'open')",
                     (event.account_id, event.owner, event.currency, str(event.overdraft_limit)),
                 )
             case MoneyDeposited(balance=balance) | MoneyWithdrawn(balance=balance):

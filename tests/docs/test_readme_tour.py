@@ -1,4 +1,6 @@
-"""The README's tour, run as written against a real `twofold serve`, output compared line by line.
+"""The README's tours, run as written against a real `twofold serve`, output compared line by line.
+
+The shop's tour runs against `make run` and `make run-cluster`; the bank's against `make run APP=bank`.
 
 Ids and timestamps differ from run to run, so both sides have them masked before comparing;
 everything else must match exactly.
@@ -23,10 +25,13 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(\+00:00|Z)")
 
 
-def tour_steps() -> list[tuple[str, str]]:
-    """(command, expected output) for each `$` line in the tour section's console blocks."""
+TOURS = {"shop": "## A five-minute tour\n", "bank": "## The bank\n"}  # app → the README section of its tour
+
+
+def tour_steps(app: str = "shop") -> list[tuple[str, str]]:
+    """(command, expected output) for each `$` line in the app's tour section's console blocks."""
     readme = (ROOT / "README.md").read_text()
-    tour = readme.split("## A five-minute tour", 1)[1].split("\n## ", 1)[0]
+    tour = readme.split(TOURS[app], 1)[1].split("\n## ", 1)[0]
     steps: list[tuple[str, str]] = []
     for block in re.findall(r"```console\n(.*?)```", tour, re.S):
         lines = block.splitlines()
@@ -66,19 +71,27 @@ def wait_until_ready(process: subprocess.Popen[str], port: int, within: float) -
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             output = process.communicate()[0]
-            pytest.fail(f"the shop did not start:\n{output[-6000:]}")
+            pytest.fail(f"the app did not start:\n{output[-6000:]}")
         time.sleep(0.2)
 
 
-@pytest.fixture(params=["make run", pytest.param("make run-cluster", marks=pytest.mark.slow)])
-def shop_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]:
-    """The shop as ``make run`` (one process) or ``make run-cluster`` (PostgreSQL, NATS, a process each) serves it."""
+@pytest.fixture(
+    params=[
+        ("shop", "make run"),
+        pytest.param(("shop", "make run-cluster"), marks=pytest.mark.slow),
+        ("bank", "make run"),
+    ],
+    ids=["shop-make-run", "shop-make-run-cluster", "bank-make-run"],
+)
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """An app as ``make run`` (one process) or ``make run-cluster`` (PostgreSQL, NATS, a process each) serves it."""
+    app, how = request.param
     port = free_port()
     env = {**os.environ, "PORT": str(port), "PYTHONPATH": str(ROOT)}
-    if request.param == "make run":
-        arguments, within = ["serve", "examples.shop:shop"], 30.0
+    if how == "make run":
+        arguments, within = ["serve", f"examples.{app}:{app}"], 30.0
     else:
-        arguments, within = ["cluster", "examples.shop:shop", "--data", str(tmp_path / "cluster")], 120.0
+        arguments, within = ["cluster", f"examples.{app}:{app}", "--data", str(tmp_path / "cluster")], 120.0
     process = subprocess.Popen(
         [sys.executable, "-c", "from twofold.cli import main; main()", *arguments],
         cwd=tmp_path,  # the embedded stores go to ./data, here
@@ -89,7 +102,7 @@ def shop_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]
     )
     try:
         wait_until_ready(process, port, within)
-        yield port
+        yield app, port
     finally:
         process.terminate()  # what Ctrl-C does: the cluster stops every process it started
         try:
@@ -98,7 +111,7 @@ def shop_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]
             process.kill()
             output = process.communicate()[0]
     listening = [p for p in map(int, re.findall(r"127\.0\.0\.1:(\d+)", output)) if accepts(p)]
-    assert not listening, f"still listening after the shop stopped: {listening}\n{output[-3000:]}"
+    assert not listening, f"still listening after the app stopped: {listening}\n{output[-3000:]}"
 
 
 def accepts(port: int) -> bool:
@@ -107,13 +120,15 @@ def accepts(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_the_readme_tour_has_steps_to_run() -> None:
-    assert len(tour_steps()) >= 8
+@pytest.mark.parametrize("app", sorted(TOURS))
+def test_each_readme_tour_has_steps_to_run(app: str) -> None:
+    assert len(tour_steps(app)) >= 8
 
 
-def test_the_readme_tour_runs_exactly_as_written(shop_server: int) -> None:
-    for command, expected in tour_steps():
-        live = command.replace("127.0.0.1:8000", f"127.0.0.1:{shop_server}")
+def test_the_readme_tour_runs_exactly_as_written(served: tuple[str, int]) -> None:
+    app, port = served
+    for command, expected in tour_steps(app):
+        live = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         # A read may run before the saga has settled what it shows: reads are retried for a while.
         attempts = 1 if " -X " in command else 50
         for _ in range(attempts):

@@ -200,7 +200,7 @@ async def test_a_transfer_without_the_money_fails_and_moves_nothing(bank: Bank) 
     await bank.ok("RequestTransfer", transfer_id="t-1", from_account="a-1", to_account="a-2", amount="10.01")
 
     failed = await bank.settled_transfer("t-1")
-    assert (failed["status"], failed["reason"]) == ("failed", "account a-1 has 10.00 EUR and may go 0 below zero")
+    assert (failed["status"], failed["reason"]) == ("failed", "account a-1 has 10.00 EUR and may go 0.00 below zero")
     assert (await bank.balance("a-1"), await bank.balance("a-2")) == (Decimal("10.00"), Decimal(0))
 
 
