@@ -29,6 +29,11 @@ def run_to_completion(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_event_loop = False
+    else:
+        in_event_loop = True
+    # Run outside the except clause, so that a failure inside is not chained to "no running event loop".
+    if not in_event_loop:
         return asyncio.run(work())
     with ThreadPoolExecutor(1, thread_name_prefix="twofold-scenario") as pool:
         return pool.submit(lambda: asyncio.run(work())).result()
