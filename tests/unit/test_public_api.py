@@ -30,6 +30,8 @@ MODULES = [
     "twofold.tenancy",
     "twofold.testing",
     "twofold.testing.contracts",
+    "twofold.testing.projections",
+    "twofold.testing.sagas",
     "twofold.testing.servers",
 ]
 
