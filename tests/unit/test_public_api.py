@@ -31,6 +31,7 @@ MODULES = [
     "twofold.testing",
     "twofold.testing.contracts",
     "twofold.testing.projections",
+    "twofold.testing.pytest_plugin",
     "twofold.testing.sagas",
     "twofold.testing.servers",
 ]
