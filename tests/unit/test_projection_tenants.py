@@ -15,11 +15,11 @@ import twofold.projections
 from tests.monolith.messages import StockReceived
 from tests.unit.test_projections import Applied, Tally
 from twofold.projections import ProjectionRunner
-from twofold.queries import QueryDispatcher
 from twofold.readmodels import ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import NewEvent
 from twofold.store.memory import MemoryEventStore
+from twofold.testing import projection_scenario
 
 WAIT = 5.0
 TENANTS = (None, "acme", "globex")
@@ -138,20 +138,18 @@ async def test_rebuild_resets_every_tenant_s_read_model_too(
         assert await applied(read_store, tenant) == dict.fromkeys(positions[tenant], 1)
 
 
-async def test_a_query_for_a_tenant_reads_that_tenant_s_rows_only(
-    store: MemoryEventStore, read_store: SQLiteReadStore
-) -> None:
-    positions = await append_round(store, rounds=2)
-    tally = Tally()
-    runner = ProjectionRunner(tally, store, read_store)
-    await read_store.transact("test.tally", tally.setup)
-    await runner.catch_up()
-    queries = QueryDispatcher(read_store, {Applied: tally.applied}, [tally.name], {tally.name: runner})
+def test_a_query_for_a_tenant_reads_that_tenant_s_rows_only() -> None:
+    tally = (
+        projection_scenario(Tally())
+        .given(StockReceived(sku="A-1", quantity=1))
+        .given(StockReceived(sku="B-2", quantity=1), tenant="acme")
+        .given(StockReceived(sku="C-3", quantity=1), tenant="globex")
+    )
 
-    for tenant in TENANTS:
-        answer = await queries.ask(Applied(), min_position=6, tenant=tenant)
-        assert answer == dict.fromkeys(positions[tenant], 1)
-    assert await queries.ask(Applied(), tenant="newcomer") == {}  # tables set up, nothing in them
+    tally.then_query(Applied(), {1: 1})
+    tally.then_query(Applied(), {2: 1}, tenant="acme")
+    tally.then_query(Applied(), {3: 1}, tenant="globex")
+    tally.then_query(Applied(), {}, tenant="newcomer")  # tables set up, nothing in them
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
