@@ -130,9 +130,12 @@ class SagaScenario:
     def then_schedules(self, name: str, *, at: datetime | None = None, after: timedelta | None = None) -> datetime:
         """Assert deadline ``name`` is set, ``at`` a time or ``after`` a delay from the step's time; returns it."""
         __tracebackhide__ = True
-        if (at is None) == (after is None):
+        if at is not None and after is None:
+            due = at
+        elif after is not None and at is None:
+            due = self._now + after
+        else:
             raise ValueError("then_schedules() takes exactly one of at= or after=")
-        due = at if at is not None else self._now + after  # type: ignore[operator]
         deadlines = self.state.deadlines
         if deadlines.get(name) != due:
             pending = listing([f"{n} at {d.isoformat()}" for n, d in sorted(deadlines.items())], "none")
