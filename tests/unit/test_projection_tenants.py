@@ -97,6 +97,23 @@ async def test_a_crash_after_the_tenants_part_of_a_page_applies_nothing_twice(
     assert [await applied(read_store, t) for t in TENANTS] == [{1: 1}, {2: 1}, {3: 1}]
 
 
+async def test_a_page_applied_twice_at_once_by_one_runner_applies_its_untenanted_events_once(
+    store: MemoryEventStore, read_store: SQLiteReadStore
+) -> None:
+    # As when catch_up applies a page while the runner's own task applies it too: whichever
+    # commits second must be fenced by the checkpoint it read first, not by the one the other
+    # moved on while it was applying the page's tenants' part.
+    await append_round(store)  # untenanted at 1, acme at 2, globex at 3
+    page = [e async for e in store.read_all(1, 10)]
+    runner = ProjectionRunner(Tally(), store, read_store)
+    await read_store.transact("test.tally", Tally().setup)
+
+    outcomes = await asyncio.gather(runner.apply_page(page), runner.apply_page(page), return_exceptions=True)
+
+    assert [await applied(read_store, t) for t in TENANTS] == [{1: 1}, {2: 1}, {3: 1}]
+    assert [type(o).__name__ for o in outcomes].count("CheckpointConflict") <= 1
+
+
 async def test_two_runners_on_one_read_store_never_apply_a_tenant_s_event_twice(
     store: MemoryEventStore, read_store: SQLiteReadStore, tmp_path: Path
 ) -> None:
