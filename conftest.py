@@ -1,10 +1,10 @@
 """Servers shared by the whole run (tests/ and examples/): one PostgreSQL, a fresh database per test that asks,
-and one NATS with JetStream."""
+and one NATS with JetStream. They are the test kit's own fixtures (``twofold.testing.pytest_plugin``),
+under the names this repository's tests have always used."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,39 +17,29 @@ from twofold.store.postgres import PostgresEventStore
 from twofold.store.sqlite import SQLiteEventStore
 from twofold.testing.servers import NatsServer, PostgresServer
 
-_databases = itertools.count(1)
+# Registered once, whether or not the installed package's pytest11 entry point has loaded it
+# already: the entry point carries the module's name, which pytest checks before registering.
+pytest_plugins = ["twofold.testing.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A real PostgreSQL on 127.0.0.1; a failure to start fails the run, it never skips."""
-    # fsync off: a test's data need only survive the server process, never the machine; the page
-    # cache does that, and createdb and commits get several times faster.
-    with PostgresServer(settings={"fsync": "off"}) as server:
-        yield server
+def postgres_server(twofold_postgres_server: PostgresServer) -> PostgresServer:
+    return twofold_postgres_server
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """The URL of a new, empty database on the session's server."""
-    return postgres_server.create_database(f"test_{next(_databases)}")
+def postgres_url(twofold_postgres: str) -> str:
+    return twofold_postgres
 
 
 @pytest.fixture(scope="session")
-def nats_server() -> Iterator[NatsServer]:
-    """A real nats-server with JetStream (fsync on every message) on 127.0.0.1; it fails the run if it cannot start."""
-    with NatsServer() as server:
-        yield server
+def nats_server(twofold_nats_server: NatsServer) -> NatsServer:
+    return twofold_nats_server
 
 
 @pytest.fixture
-def nats_url(nats_server: NatsServer) -> str:
-    """The session's NATS URL, started again if an earlier test left it stopped.
-
-    Tests share the server: each names its own service, hence its own JetStream stream.
-    """
-    nats_server.start()
-    return nats_server.url
+def nats_url(twofold_nats: str) -> str:
+    return twofold_nats
 
 
 StoreFactory = Callable[[], tuple[EventStore, ReadStore]]

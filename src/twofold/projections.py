@@ -193,7 +193,11 @@ class ProjectionRunner:
         Events at or before this runner's position are left out: ``catch_up`` or a lost race may
         have applied them since the page was read, and the checkpoint fence alone cannot tell.
         """
-        page = [e for e in page if e.position > self.position]
+        # The fence is the checkpoint as this call found it: while the tenants' part below is
+        # awaited, this runner's task (or catch_up) may commit the same page and move
+        # self.position on, and a fence read after that would let the page be applied twice.
+        expected = self.position
+        page = [e for e in page if e.position > expected]
         if not page:
             return
         by_tenant: dict[str | None, list[StoredEvent]] = {}
@@ -204,7 +208,7 @@ class ProjectionRunner:
             if tenant is not None:
                 await self._apply_for_tenant(tenant, records)
         untenanted = self._applying(by_tenant.get(None, []))
-        await self._read_store.transact(self.name, untenanted, expected=self.position, position=page[-1].position)
+        await self._read_store.transact(self.name, untenanted, expected=expected, position=page[-1].position)
         self.last_progress = utc_now()
         self._notifier.announce(page[-1].position)
 

@@ -17,6 +17,7 @@ from twofold import Aggregate, Command, DomainError, Event, Runtime, Service, Un
 from twofold.bus import InProcessBus
 from twofold.sagas import Actions, Saga, Timeout
 from twofold.store.memory import MemoryEventStore
+from twofold.testing import saga_scenario
 
 PAYMENT_DEADLINE = timedelta(minutes=10)
 
@@ -227,6 +228,11 @@ shop = Service(
 )
 
 
+checkout = saga_scenario(Checkout)
+PLACED = OrderPlaced(order_id="o-1", sku="A", quantity=2)
+RESERVED = StockReserved(order_id="o-1", sku="A", quantity=2)
+
+
 async def statuses(runtime: Runtime, *order_ids: str) -> list[str]:
     assert runtime.store is not None
     found = []
@@ -267,15 +273,12 @@ async def test_a_paid_order_is_confirmed_and_its_stock_stays_reserved(open_store
         assert (state.saga.stage, state.completed, state.deadlines) == ("confirmed", True, {})
 
 
-async def test_payment_before_the_reservation_still_confirms_once(open_stores: StoreFactory) -> None:
-    async with runtime_on(open_stores) as runtime:
-        await runtime.execute(Restock(sku="A", quantity=5))
-        await runtime.execute(PlaceOrder(order_id="o-1", sku="A", quantity=2))
-        await runtime.execute(PayOrder(order_id="o-1"))
-        await runtime.catch_up()
-        assert runtime.store is not None
-        types = [e.type async for e in runtime.store.read_stream("order-o-1")]
-        assert types == ["OrderPlaced", "OrderPaid", "OrderConfirmed"]
+def test_payment_before_the_reservation_still_confirms_once() -> None:
+    checkout.given(PLACED).when(OrderPaid(order_id="o-1")).then_sends()
+    reserved_last = checkout.given(PLACED, OrderPaid(order_id="o-1")).when(RESERVED)
+
+    reserved_last.then_sends(ConfirmOrder(order_id="o-1"))
+    reserved_last.then_completes()
 
 
 async def test_a_shortage_rejects_the_order_and_reserves_nothing(open_stores: StoreFactory) -> None:
@@ -339,18 +342,8 @@ async def test_a_deadline_fires_on_its_own_while_the_runtime_runs(open_stores: S
         assert await statuses(runtime, "o-1") == ["OrderCancelled"]
 
 
-async def test_paying_in_time_drops_the_deadline(open_stores: StoreFactory) -> None:
-    async with runtime_on(open_stores) as runtime:
-        await runtime.execute(Restock(sku="A", quantity=5))
-        placed = await runtime.execute(PlaceOrder(order_id="o-1", sku="A", quantity=2))
-        await runtime.catch_up()
-        await runtime.execute(PayOrder(order_id="o-1"))
-        await runtime.catch_up()
-        runner = runtime.sagas["checkout"]
-        assert await runner.fire_due(placed.events[0].recorded_at + timedelta(days=1)) is None
-        await runtime.catch_up()
-        assert await statuses(runtime, "o-1") == ["OrderConfirmed"]
-        assert await available(runtime, "A") == 3
+def test_paying_in_time_drops_the_deadline() -> None:
+    checkout.given(PLACED, RESERVED, OrderPaid(order_id="o-1")).after(timedelta(days=1)).then_sends()
 
 
 async def test_reacting_again_after_a_crash_has_no_second_effect(open_stores: StoreFactory) -> None:

@@ -30,6 +30,9 @@ MODULES = [
     "twofold.tenancy",
     "twofold.testing",
     "twofold.testing.contracts",
+    "twofold.testing.projections",
+    "twofold.testing.pytest_plugin",
+    "twofold.testing.sagas",
     "twofold.testing.servers",
 ]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from datetime import datetime
 
 from twofold._notify import Notifier
 from twofold.messages import utc_now
@@ -23,9 +24,14 @@ class MemoryEventStore(EventStoreBase):
     """The reference implementation of :class:`~twofold.store.EventStore`.
 
     Appends run without awaiting, so each is atomic with respect to every other coroutine.
+
+    Args:
+        clock: gives each append's ``recorded_at``; the test kit passes a fixed time, so that
+            what a projection or a saga derives from it is the same on every run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._clock = clock
         self._events: list[StoredEvent] = []
         self._streams: dict[str, list[StoredEvent]] = {}
         self._event_ids: set[str] = set()
@@ -49,7 +55,7 @@ class MemoryEventStore(EventStoreBase):
         return result
 
     def _write(self, writes: Sequence[StreamWrite]) -> tuple[dict[str, int], list[StoredEvent]]:
-        now, versions, stored = utc_now(), {}, []
+        now, versions, stored = self._clock(), {}, []
         for write in writes:
             stream = self._streams.setdefault(write.stream_id, [])
             for new in write.events:

@@ -24,27 +24,21 @@ running event loop the scenario runs on a fresh loop in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
-import difflib
-import json
 import re
-from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from twofold.commands import CommandDispatcher, CommandResult
 from twofold.messages import Command, Envelope, Event
 from twofold.service import Service
-from twofold.store import NewEvent, StoredEvent
+from twofold.store import StoredEvent
 from twofold.store.memory import MemoryEventStore
+from twofold.testing._checks import describe, diff, listing, new_event, render, run_to_completion, same_message
 
 __all__ = ["Scenario", "scenario"]
 
-T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 
 
@@ -136,7 +130,7 @@ class Scenario:
             raise AssertionError(f"Expected {self._name} to be rejected with {wanted}, but it was accepted:\n{emitted}")
         if not isinstance(outcome.error, error_type):
             raise AssertionError(
-                f"Expected {self._name} to be rejected with {wanted}, but it raised {_describe(outcome.error)}"
+                f"Expected {self._name} to be rejected with {wanted}, but it raised {describe(outcome.error)}"
             ) from outcome.error
         if match is not None and re.search(match, str(outcome.error)) is None:
             raise AssertionError(
@@ -184,7 +178,7 @@ class Scenario:
         outcome = self._outcome
         if outcome.error is not None:
             raise AssertionError(
-                f"{self._name} was rejected with {_describe(outcome.error)}\nexpected it to emit:\n{_listing(expected)}"
+                f"{self._name} was rejected with {describe(outcome.error)}\nexpected it to emit:\n{_listing(expected)}"
             ) from outcome.error
         assert outcome.result is not None
         return outcome.result
@@ -192,13 +186,13 @@ class Scenario:
     @cached_property
     def _outcome(self) -> _Outcome:
         envelope = Envelope(self._command, **self.envelope)
-        return _run_to_completion(lambda: self._run(envelope))
+        return run_to_completion(lambda: self._run(envelope))
 
     async def _run(self, envelope: Envelope[Command]) -> _Outcome:
         store = MemoryEventStore()
         try:
             for stream_id, events in self.history:
-                await store.append(stream_id, [_new_event(e, envelope.tenant) for e in events])
+                await store.append(stream_id, [new_event(e, tenant=envelope.tenant) for e in events])
             dispatcher = CommandDispatcher(store, self.service.commands, upcasters=self.service.upcasters)
             try:
                 return _Outcome(await dispatcher.dispatch(envelope), None)
@@ -208,63 +202,34 @@ class Scenario:
             await store.close()
 
 
-def _run_to_completion(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to its end from sync code, even when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(work())
-    with ThreadPoolExecutor(1, thread_name_prefix="twofold-scenario") as pool:
-        return pool.submit(lambda: asyncio.run(work())).result()
-
-
-def _new_event(event: Event, tenant: str | None) -> NewEvent:
-    metadata = {"tenant": tenant} if tenant else {}
-    return NewEvent(event.type_name, event.model_dump(mode="json"), metadata, schema_version=event.schema_version)
-
-
 def _matches(expected: Event, actual: StoredEvent) -> bool:
-    """Same type and same values: ``Decimal("19")`` matches a stored ``"19.00"``."""
-    if actual.type != expected.type_name or actual.schema_version != expected.schema_version:
-        return False
-    try:
-        return type(expected).model_validate(actual.data) == expected
-    except ValidationError:
-        return False
+    return actual.schema_version == expected.schema_version and same_message(expected, actual.type, actual.data)
 
 
 def _same(expected: Sequence[Event], actual: Sequence[StoredEvent]) -> bool:
     return len(expected) == len(actual) and all(_matches(e, a) for e, a in zip(expected, actual, strict=True))
 
 
-def _render(type_name: str, data: Any) -> str:
-    return f"{type_name} {json.dumps(data, ensure_ascii=False)}"
-
-
 def _rendered_stored(event: StoredEvent) -> str:
-    return _render(event.type, event.data)
+    return render(event.type, event.data)
 
 
 def _rendered_expected(event: Event, actual: Sequence[StoredEvent]) -> str:
     # An expected event equal in value to an emitted one gets that event's line, so that a
     # difference in spelling alone ("19" for "19.00") never shows up in the diff.
     same = next((a for a in actual if _matches(event, a)), None)
-    return _rendered_stored(same) if same else _render(event.type_name, event.model_dump(mode="json"))
+    return _rendered_stored(same) if same else render(event.type_name, event.model_dump(mode="json"))
 
 
 def _diff(expected: Sequence[Event], actual: Sequence[StoredEvent]) -> str:
-    lines = difflib.ndiff([_rendered_expected(e, actual) for e in expected], [_rendered_stored(a) for a in actual])
-    return "\n".join(line.rstrip("\n") for line in lines)
+    return diff([_rendered_expected(e, actual) for e in expected], [_rendered_stored(a) for a in actual])
 
 
 def _listing(events: Sequence[Event] | Sequence[StoredEvent]) -> str:
-    if not events:
-        return "  (no events)"
-    return "\n".join(
-        "  " + (_rendered_stored(e) if isinstance(e, StoredEvent) else _render(e.type_name, e.model_dump(mode="json")))
-        for e in events
+    return listing(
+        [
+            _rendered_stored(e) if isinstance(e, StoredEvent) else render(e.type_name, e.model_dump(mode="json"))
+            for e in events
+        ],
+        "no events",
     )
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"

