@@ -13,6 +13,8 @@ One module per workload, each measuring real processes and real databases on 127
   orders/s, and p50/p99 from ``PlaceOrder`` to the final status in ``OrderHistory``
 - ``bank_transfers``: transfers through the bank's saga, embedded on SQLite and as a cluster:
   transfers/s, and p50/p99 from ``RequestTransfer`` to ``completed``; any imbalance fails the run
+- ``social_feed``: p50/p99 from ``PublishPost`` to the post in its author's 1,000 followers' newsfeeds,
+  embedded on SQLite, fanned out on write and merged on read
 
 Every row has the keys ``benchmarks/run.py`` prints (``workload``, ``backend``, ``system``,
 ``writers``, ``value``, ``unit``, ``min``, ``max``, ``runs``); ``statistic`` names a percentile, a
@@ -45,12 +47,22 @@ async def measure_all(shape: Shape, postgres: PostgresServer, progress: Callable
         http_latency,
         memory,
         query_scaling,
+        social_feed,
         subscribe,
     )
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="twofold-workloads-") as tmp:
-        for module in (catchup, subscribe, http_latency, query_scaling, memory, cluster_orders, bank_transfers):
+        for module in (
+            catchup,
+            subscribe,
+            http_latency,
+            query_scaling,
+            memory,
+            cluster_orders,
+            bank_transfers,
+            social_feed,
+        ):
             started = time.perf_counter()
             folder = Path(tmp) / module.WORKLOAD
             folder.mkdir()

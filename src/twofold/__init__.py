@@ -22,6 +22,7 @@ from twofold.errors import (
     TwofoldError,
 )
 from twofold.messages import Command, Envelope, Event, Query, Upcaster
+from twofold.personal import FORGOTTEN, KeyStore, Personal
 from twofold.projections import Projection
 from twofold.readmodels import Database
 from twofold.runtime import Runtime
@@ -33,6 +34,7 @@ from twofold.system import System
 
 __all__ = [
     "ANY",
+    "FORGOTTEN",
     "NO_STREAM",
     "AccessDenied",
     "Actions",
@@ -49,9 +51,11 @@ __all__ = [
     "EventStore",
     "FieldError",
     "InvalidMessage",
+    "KeyStore",
     "NewEvent",
     "NotCaughtUp",
     "NotFound",
+    "Personal",
     "Projection",
     "Query",
     "Runtime",

@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from twofold.aggregate import SNAPSHOT_CATEGORY, Aggregate
-from twofold.errors import AccessDenied, ConcurrencyError, NotFound, StoreError
+from twofold.errors import AccessDenied, ConcurrencyError, ConfigurationError, NotFound, StoreError
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster
+from twofold.personal import KeyStore, PersonalData
 from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
 
 __all__ = ["SNAPSHOT_TYPE", "CommandDispatcher", "CommandHandler", "CommandResult", "UnitOfWork", "snapshot_stream"]
@@ -77,6 +78,8 @@ class UnitOfWork:
         self._states: dict[str, Aggregate] = {}
         self._expected: dict[str, int] = {}
         self._pending: dict[str, list[Event]] = {}
+        self._personal = PersonalData(store if isinstance(store, KeyStore) else None)
+        self.forgotten: list[str] = []
 
     @property
     def principal(self) -> str | None:
@@ -95,6 +98,7 @@ class UnitOfWork:
         version, event_types = state.version, _event_types(aggregate_type, self._upcasters)
         async for stored in self._store.read_stream(state.stream_id, from_version=version + 1):
             self._check_tenant(stored.stream_id, stored.metadata)
+            [stored] = await self._personal.open([stored], event_types)
             if stored.type not in event_types:
                 raise StoreError(
                     f"Stream {stored.stream_id} holds a {stored.type} event at version {stored.version}, "
@@ -135,14 +139,36 @@ class UnitOfWork:
         self._states[stream_id] = state
         return state
 
-    def writes(self) -> list[StreamWrite]:
-        """One write per stream that has events, each expecting the version it was loaded at."""
-        metadata = self._metadata()
+    def forget(self, subject: str) -> None:
+        """Destroy ``subject``'s key before this command's events are appended (``twofold.personal``).
+
+        The key goes first: should the append then fail, the data is already unreadable and the
+        command, run again, records the forgetting.
+        """
+        self.forgotten.append(subject)
+
+    @property
+    def emitted(self) -> list[Event]:
+        """Every event this command emitted so far, stream by stream."""
+        return [e for events in self._pending.values() for e in events]
+
+    def writes(self, stored: Mapping[int, Mapping[str, Any]] | None = None) -> list[StreamWrite]:
+        """One write per stream that has events, each expecting the version it was loaded at.
+
+        ``stored`` gives events' stored data by ``id()`` (their personal fields sealed); the others
+        are stored as they dump.
+        """
+        metadata, stored = self._metadata(), stored or {}
         return [
             StreamWrite(
                 stream_id,
                 [
-                    NewEvent(e.type_name, e.model_dump(mode="json"), metadata, schema_version=e.schema_version)
+                    NewEvent(
+                        e.type_name,
+                        stored.get(id(e)) or e.model_dump(mode="json"),
+                        metadata,
+                        schema_version=e.schema_version,
+                    )
                     for e in events
                 ],
                 self._expected[stream_id] or NO_STREAM,
@@ -203,6 +229,7 @@ class CommandDispatcher:
         self._handlers = dict(handlers)
         self._max_attempts = max_attempts
         self._upcasters = tuple(upcasters)
+        self._keys = store if isinstance(store, KeyStore) else None
 
     async def dispatch(self, envelope: Envelope[Command], *, new_id: bool = False) -> CommandResult:
         """Run a command at most once per ``envelope.message_id``; raise what its handler raises.
@@ -227,9 +254,11 @@ class CommandDispatcher:
                 if (previous := await self._recorded(command_id)) is not None:
                     return previous
                 raise
-            writes = uow.writes()
+            writes = uow.writes(await PersonalData(self._keys).seal(uow.emitted))
             if not writes:
                 return self._unchanged(command_id, uow)
+            for subject in uow.forgotten:
+                await self._forget(subject)
             try:
                 appended = await self._store.append_streams(writes, command_id)
             except ConcurrencyError:
@@ -240,6 +269,11 @@ class CommandDispatcher:
             await self._save_snapshots(uow)
             return CommandResult.of(command_id, appended, uow.first_stream)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _forget(self, subject: str) -> None:
+        if self._keys is None:
+            raise ConfigurationError("Forgetting a subject needs an event store that keeps keys")
+        await self._keys.forget_subject(subject)
 
     async def _save_snapshots(self, uow: UnitOfWork) -> None:
         """Append the snapshots ``uow`` made due, best effort: the command has already succeeded."""

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from twofold.errors import FieldError, InvalidMessage, StoreError
+from twofold.personal import personal_fields
 
 __all__ = [
     "Command",
@@ -91,7 +92,15 @@ class Command(Message):
 
 
 class Event(Message):
-    """A fact that happened, named in the past tense: ``OrderPlaced``."""
+    """A fact that happened, named in the past tense: ``OrderPlaced``.
+
+    A field ``Annotated[str, Personal(subject="user_id")]`` is stored encrypted (``twofold.personal``).
+    """
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        personal_fields(cls)  # a personal field naming no subject field fails here, not at its first append
 
 
 class Query(Message):
@@ -238,6 +247,10 @@ class EventTypes:
     @property
     def names(self) -> frozenset[str]:
         return frozenset(self._by_name)
+
+    def class_of(self, type_name: str) -> type[Event] | None:
+        """The class that decodes ``type_name``, if any."""
+        return self._by_name.get(type_name)
 
     def decode(self, type_name: str, data: Mapping[str, Any], schema_version: int) -> Event:
         """The event stored as ``type_name`` at ``schema_version``, upcast to its class's version.

@@ -27,6 +27,7 @@ from twofold._notify import Notifier
 from twofold.aggregate import event_types_of
 from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
+from twofold.personal import KeyStore, PersonalData
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
@@ -201,9 +202,9 @@ class ProjectionRunner:
         if not page:
             return
         by_tenant: dict[str | None, list[StoredEvent]] = {}
-        for record in page:
-            if record.type in self._types:
-                by_tenant.setdefault(record.metadata.get("tenant"), []).append(record)
+        handled = [r for r in page if r.type in self._types]
+        for record in await self._personal().open(handled, self._types):
+            by_tenant.setdefault(record.metadata.get("tenant"), []).append(record)
         for tenant, records in by_tenant.items():
             if tenant is not None:
                 await self._apply_for_tenant(tenant, records)
@@ -211,6 +212,10 @@ class ProjectionRunner:
         await self._read_store.transact(self.name, untenanted, expected=expected, position=page[-1].position)
         self.last_progress = utc_now()
         self._notifier.announce(page[-1].position)
+
+    def _personal(self) -> PersonalData:
+        """Fresh for each page: a key forgotten since the last page is never read from a cache."""
+        return PersonalData(self._store if isinstance(self._store, KeyStore) else None)
 
     async def _apply_for_tenant(self, tenant: str, records: list[StoredEvent]) -> None:
         """Apply a tenant's events of the page in its own store, skipping what that store has applied.

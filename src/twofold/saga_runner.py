@@ -31,6 +31,7 @@ from pydantic import ConfigDict
 from twofold.errors import ConcurrencyError
 from twofold.health import Progress, progress_of
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster, utc_now
+from twofold.personal import KeyStore, PersonalData
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.sagas import Actions, Saga, SentCommand, Timeout, stream_of
 from twofold.store import NO_STREAM, EventStore, NewEvent, StoredEvent
@@ -163,9 +164,9 @@ class SagaRunner:
         if not page:
             return
         triggers: dict[str, list[tuple[Event, StoredEvent]]] = {}
-        for record in page:
-            if record.type not in self._types:
-                continue
+        keys = self._store if isinstance(self._store, KeyStore) else None
+        handled = [r for r in page if r.type in self._types]
+        for record in await PersonalData(keys).open(handled, self._types):
             event = self._types.decode(record.type, record.data, record.schema_version)
             instance = self.saga.instance_of(event)
             if instance is not None:

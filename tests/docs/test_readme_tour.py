@@ -1,6 +1,7 @@
 """The README's tours, run as written against a real `twofold serve`, output compared line by line.
 
-The shop's tour runs against `make run` and `make run-cluster`; the bank's against `make run APP=bank`.
+The shop's tour runs against `make run` and `make run-cluster`; the bank's and the social network's
+against `make run APP=bank` and `make run APP=social`.
 
 Ids and timestamps differ from run to run, so both sides have them masked before comparing;
 everything else must match exactly.
@@ -25,7 +26,11 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(\+00:00|Z)")
 
 
-TOURS = {"shop": "## A five-minute tour\n", "bank": "## The bank\n"}  # app → the README section of its tour
+TOURS = {
+    "shop": "## A five-minute tour\n",
+    "bank": "## The bank\n",
+    "social": "## The social network\n",
+}  # app → the README section of its tour
 
 
 def tour_steps(app: str = "shop") -> list[tuple[str, str]]:
@@ -80,14 +85,16 @@ def wait_until_ready(process: subprocess.Popen[str], port: int, within: float) -
         ("shop", "make run"),
         pytest.param(("shop", "make run-cluster"), marks=pytest.mark.slow),
         ("bank", "make run"),
+        ("social", "make run"),
     ],
-    ids=["shop-make-run", "shop-make-run-cluster", "bank-make-run"],
+    ids=["shop-make-run", "shop-make-run-cluster", "bank-make-run", "social-make-run"],
 )
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, int]]:
     """An app as ``make run`` (one process) or ``make run-cluster`` (PostgreSQL, NATS, a process each) serves it."""
     app, how = request.param
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "PYTHONPATH": str(ROOT)}
+    # This checkout's twofold, before any installed one: the tour documents the code beside it.
+    env = {**os.environ, "PORT": str(port), "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     if how == "make run":
         arguments, within = ["serve", f"examples.{app}:{app}"], 30.0
     else:

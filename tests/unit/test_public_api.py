@@ -17,6 +17,7 @@ MODULES = [
     "twofold.http",
     "twofold.bus",
     "twofold.messages",
+    "twofold.personal",
     "twofold.readmodels",
     "twofold.readmodels.postgres",
     "twofold.readmodels.sqlite",

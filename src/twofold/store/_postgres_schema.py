@@ -138,4 +138,12 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # Migration 4: one secret key per subject, for its personal fields (twofold.personal);
+    # deleting the row forgets them.
+    """
+    CREATE TABLE subject_keys (
+        subject text  PRIMARY KEY,
+        key     bytea NOT NULL
+    );
+    """,
 )

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from twofold._notify import Notifier
 from twofold.messages import utc_now
+from twofold.personal import new_key
 from twofold.store import (
     AppendResult,
     StoredEvent,
@@ -37,6 +38,7 @@ class MemoryEventStore(EventStoreBase):
         self._event_ids: set[str] = set()
         self._commands: dict[str, AppendResult] = {}
         self._notifier = Notifier()
+        self._keys: dict[str, bytes] = {}
 
     async def append_streams(self, writes: Sequence[StreamWrite], command_id: str | None = None) -> AppendResult:
         if command_id is not None and command_id in self._commands:
@@ -115,3 +117,14 @@ class MemoryEventStore(EventStoreBase):
 
     async def close(self) -> None:
         return None
+
+    # -- personal data keys (twofold.personal.KeyStore) -----------------------------------------
+
+    async def subject_keys(self, subjects: Collection[str], *, create: bool = False) -> dict[str, bytes]:
+        if create:
+            for subject in subjects:
+                self._keys.setdefault(subject, new_key())
+        return {s: self._keys[s] for s in subjects if s in self._keys}
+
+    async def forget_subject(self, subject: str) -> None:
+        self._keys.pop(subject, None)

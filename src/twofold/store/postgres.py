@@ -34,6 +34,7 @@ import asyncpg
 from twofold._notify import Notifier
 from twofold.errors import ConcurrencyError, StoreError
 from twofold.messages import utc_now
+from twofold.personal import new_key
 from twofold.store import (
     AppendResult,
     ExpectedVersion,
@@ -82,6 +83,14 @@ WHERE position >= $1
   AND ($3::text[] IS NULL OR type = ANY($3))
 ORDER BY position LIMIT $4
 """
+
+FIND_KEYS = "SELECT subject, key FROM subject_keys WHERE subject = ANY($1::text[])"
+# A concurrent writer may have made a subject's key first: its key stands, never replaced.
+INSERT_KEYS = """
+INSERT INTO subject_keys (subject, key) SELECT * FROM unnest($1::text[], $2::bytea[])
+ON CONFLICT (subject) DO NOTHING
+"""
+DELETE_KEY = "DELETE FROM subject_keys WHERE subject = $1"
 
 PAGE_SIZE = 500
 POLL_INTERVAL = 0.5  # seconds between head reads when no notification arrives (the fallback)
@@ -277,6 +286,20 @@ class PostgresEventStore(EventStoreBase):
             self._pool = None
 
     # -- connections -----------------------------------------------------------------------------
+
+    # -- personal data keys (twofold.personal.KeyStore) -----------------------------------------
+
+    async def subject_keys(self, subjects: Collection[str], *, create: bool = False) -> dict[str, bytes]:
+        wanted = sorted(subjects)
+        found = {row[0]: bytes(row[1]) for row in await self._fetch(FIND_KEYS, wanted)}
+        missing = [s for s in wanted if s not in found]
+        if create and missing:
+            await self._fetch(INSERT_KEYS, missing, [new_key() for _ in missing])
+            found |= {row[0]: bytes(row[1]) for row in await self._fetch(FIND_KEYS, missing)}
+        return found
+
+    async def forget_subject(self, subject: str) -> None:
+        await self._fetch(DELETE_KEY, subject)
 
     async def _connected(self) -> asyncpg.Pool:
         if self._pool is not None:

@@ -27,6 +27,7 @@ from twofold._notify import Notifier
 from twofold._sqlite import SQLiteThreads
 from twofold.errors import StoreError
 from twofold.messages import utc_now
+from twofold.personal import new_key
 from twofold.store import (
     AppendResult,
     NewEvent,
@@ -63,6 +64,11 @@ CREATE TABLE IF NOT EXISTS commands (
     first_position INTEGER,
     last_position  INTEGER
 ) WITHOUT ROWID;
+-- One secret key per subject, for its personal fields (twofold.personal); deleting it forgets them.
+CREATE TABLE IF NOT EXISTS subject_keys (
+    subject        TEXT    PRIMARY KEY,
+    key            BLOB    NOT NULL
+) WITHOUT ROWID;
 """
 
 COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata, recorded_at"
@@ -87,6 +93,10 @@ WHERE position >= ?1
   AND (?3 IS NULL OR type IN (SELECT value FROM json_each(?3)))
 ORDER BY position LIMIT ?4
 """
+FIND_KEYS = "SELECT subject, key FROM subject_keys WHERE subject IN (SELECT value FROM json_each(?))"
+# A concurrent writer may have made a subject's key first: its key stands, never replaced.
+INSERT_KEY = "INSERT INTO subject_keys (subject, key) VALUES (?, ?) ON CONFLICT (subject) DO NOTHING"
+DELETE_KEY = "DELETE FROM subject_keys WHERE subject = ?"
 
 PAGE_SIZE = 500
 POLL_INTERVAL = 0.05  # seconds between checks for commits made by other processes
@@ -244,6 +254,33 @@ class SQLiteEventStore(EventStoreBase):
 
     async def close(self) -> None:
         self._threads.close()
+
+    # -- personal data keys (twofold.personal.KeyStore) -----------------------------------------
+
+    async def subject_keys(self, subjects: Collection[str], *, create: bool = False) -> dict[str, bytes]:
+        found: dict[str, bytes] = await self._threads.read(_keys, sorted(subjects))
+        missing = sorted(set(subjects) - found.keys())
+        if create and missing:
+            found |= await self._threads.write_grouped(_create_keys, missing)
+        return found
+
+    async def forget_subject(self, subject: str) -> None:
+        await self._threads.write_grouped(_forget_key, subject)
+
+
+def _keys(conn: sqlite3.Connection, subjects: list[str]) -> dict[str, bytes]:
+    return {subject: bytes(key) for subject, key in conn.execute(FIND_KEYS, (json.dumps(subjects),))}
+
+
+def _create_keys(conn: sqlite3.Connection, subjects: list[str]) -> dict[str, bytes]:
+    conn.executemany(INSERT_KEY, [(subject, new_key()) for subject in subjects])
+    return _keys(conn, subjects)
+
+
+def _forget_key(conn: sqlite3.Connection, subject: str) -> None:
+    # secure_delete zeroes the freed bytes in the database file rather than leaving them in a free page.
+    conn.execute("PRAGMA secure_delete = ON")
+    conn.execute(DELETE_KEY, (subject,))
 
 
 def _encode(event: NewEvent) -> tuple[str, str, NewEvent]:
