@@ -28,6 +28,9 @@ CORE = [
     "runtime",
     "health",
     "tenancy",
+    "rebuilds",
+    "checking",
+    "_tables",
 ]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
@@ -52,6 +55,9 @@ CORE_MAY_IMPORT = {
     "twofold.store._follow",
     "twofold.readmodels",
     "twofold._notify",
+    "twofold.rebuilds",
+    "twofold.checking",
+    "twofold._tables",
 }
 
 

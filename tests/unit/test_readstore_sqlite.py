@@ -25,4 +25,8 @@ async def test_a_scratch_store_is_a_file_beside_the_stores_and_discarding_it_lea
     await shadow.discard()
     await store.close()
 
-    assert [p.name for p in tmp_path.iterdir() if "scratch" in p.name] == []
+    assert scratch_files(tmp_path) == []
+
+
+def scratch_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if "scratch" in p.name]

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 from twofold.errors import StoreError
 
 __all__ = [
+    "GET_CHECKPOINT",
     "SCRATCH_NAME",
     "CheckpointConflict",
     "Database",
@@ -31,6 +32,8 @@ T = TypeVar("T")
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any]
 SCRATCH_NAME = re.compile(r"^[a-z0-9_]{1,30}$")  # short enough to fit a PostgreSQL schema name with a prefix
+# Every read store keeps its checkpoints in this table; a read can take one in its own snapshot.
+GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = ?"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

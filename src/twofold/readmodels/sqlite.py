@@ -14,7 +14,16 @@ from typing import TypeVar
 
 from twofold._sqlite import SQLiteThreads, transaction
 from twofold.errors import StoreError
-from twofold.readmodels import CheckpointConflict, Database, Params, ReadStore, Row, check_scratch_name, quoted_table
+from twofold.readmodels import (
+    GET_CHECKPOINT,
+    CheckpointConflict,
+    Database,
+    Params,
+    ReadStore,
+    Row,
+    check_scratch_name,
+    quoted_table,
+)
 from twofold.tenancy import tenant_location
 
 __all__ = ["SQLiteDatabase", "SQLiteReadStore"]
@@ -28,7 +37,6 @@ CREATE TABLE IF NOT EXISTS twofold_checkpoints (
     position   INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
-GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = ?"
 SET_CHECKPOINT = """
 INSERT INTO twofold_checkpoints (projection, position) VALUES (?, ?)
 ON CONFLICT (projection) DO UPDATE SET position = excluded.position
