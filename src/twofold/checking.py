@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from twofold._tables import Handover, TableLayout, layout_of, rows_in_order, sort_key
 from twofold.readmodels import GET_CHECKPOINT, Database, ReadStore, Row
-from twofold.rebuilds import Progress, Replay
+from twofold.rebuilds import OnProgress, Replay
 from twofold.service import Service
 from twofold.store import EventStore, StoredEvent
 from twofold.tenancy import LIST as LIST_TENANTS
@@ -168,7 +168,7 @@ async def check_consistency(
     *,
     projections: Collection[str] | None = None,
     batch_size: int = PAGE_SIZE,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> ConsistencyReport:
     """Check ``service``'s projections (only those named in ``projections``, if given), every tenant's copy too.
 
@@ -196,7 +196,7 @@ def _tenants(db: Database) -> list[str]:
     return [str(row["tenant"]) for row in db.fetch_all(LIST_TENANTS)]
 
 
-async def _check_store(replay: Replay, live: ReadStore, progress: Progress | None) -> ProjectionCheck:
+async def _check_store(replay: Replay, live: ReadStore, progress: OnProgress | None) -> ProjectionCheck:
     started = time.monotonic()
     projection, size = replay.projection, replay.batch_size
     handover = Handover()

@@ -27,11 +27,11 @@ from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.tenancy import Tenancy
 
-__all__ = ["Progress", "Replay", "rebuild_projection"]
+__all__ = ["OnProgress", "Replay", "rebuild_projection"]
 
 SWAP_ATTEMPTS = 20  # catch-ups before giving up on a live model that keeps moving past the shadow
 
-Progress = Callable[[str, int, int], None]  # (projection, or projection@tenant; position reached; target position)
+OnProgress = Callable[[str, int, int], None]  # (projection, or projection@tenant; position reached; target position)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Replay:
     def label(self) -> str:
         return self.projection.name if self.tenant is None else f"{self.projection.name}@{self.tenant}"
 
-    async def into(self, target: ReadStore, after: int, upto: int, progress: Progress | None = None) -> int:
+    async def into(self, target: ReadStore, after: int, upto: int, progress: OnProgress | None = None) -> int:
         """Apply the events after position ``after`` up to ``upto`` to ``target``; return ``upto``."""
         position = after
         while position < upto:
@@ -108,7 +108,7 @@ async def rebuild_projection(
     *,
     upcasters: Sequence[Upcaster] = (),
     batch_size: int = 500,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> None:
     """Rebuild ``projection``'s read model, every tenant's copy included, and swap each in atomically.
 
@@ -123,7 +123,7 @@ async def rebuild_projection(
         await _rebuild_store(Replay(projection, store, tenant, upcasters, batch_size), live, progress)
 
 
-async def _rebuild_store(replay: Replay, live: ReadStore, progress: Progress | None) -> None:
+async def _rebuild_store(replay: Replay, live: ReadStore, progress: OnProgress | None) -> None:
     projection = replay.projection
     shadow = live.scratch("rebuild_" + hashlib.sha256(projection.name.encode()).hexdigest()[:12])
     try:
