@@ -197,7 +197,10 @@ class ProjectionRunner:
         Events at or before this runner's position are left out: ``catch_up`` or a lost race may
         have applied them since the page was read, and the checkpoint fence alone cannot tell.
         """
-        page = [e for e in page if e.position > self.position]
+        # The position this page follows, taken once: another caller may commit while this one
+        # applies the tenants' part, and must then make this one's checkpoint check fail.
+        expected = self.position
+        page = [e for e in page if e.position > expected]
         if not page:
             return
         by_tenant: dict[str | None, list[StoredEvent]] = {}
@@ -208,7 +211,7 @@ class ProjectionRunner:
             if tenant is not None:
                 await self._apply_for_tenant(tenant, records)
         untenanted = self._applying(by_tenant.get(None, []))
-        await self._read_store.transact(self.name, untenanted, expected=self.position, position=page[-1].position)
+        await self._read_store.transact(self.name, untenanted, expected=expected, position=page[-1].position)
         self.last_progress = utc_now()
         self._notifier.announce(page[-1].position)
 
