@@ -34,7 +34,7 @@ from twofold.readmodels import GET_CHECKPOINT, Database, ReadStore, Row
 from twofold.rebuilds import OnProgress, Replay
 from twofold.service import Service
 from twofold.store import EventStore, StoredEvent
-from twofold.tenancy import LIST as LIST_TENANTS
+from twofold.tenancy import known_tenants
 
 __all__ = ["ConsistencyReport", "Difference", "EventRef", "ProjectionCheck", "check_consistency"]
 
@@ -180,7 +180,7 @@ async def check_consistency(
     if unknown:
         names = ", ".join(p.name for p in service.projections) or "none"
         raise ValueError(f"{service.name} has no projection {', '.join(unknown)}; it has: {names}")
-    tenants: list[str] = await read_store.read(_tenants)
+    tenants = await known_tenants(read_store)
     checks = []
     for projection in chosen:
         for tenant in [None, *tenants]:
@@ -188,12 +188,6 @@ async def check_consistency(
             replay = Replay(projection, store, tenant, service.upcasters, batch_size)
             checks.append(await _check_store(replay, live, progress))
     return ConsistencyReport(checks)
-
-
-def _tenants(db: Database) -> list[str]:
-    if not layout_of(db, "twofold_tenants").present:
-        return []
-    return [str(row["tenant"]) for row in db.fetch_all(LIST_TENANTS)]
 
 
 async def _check_store(replay: Replay, live: ReadStore, progress: OnProgress | None) -> ProjectionCheck:
@@ -250,12 +244,14 @@ async def _compare_table(table: str, live: Feed, shadow: ReadStore, check: Proje
         live_layout: TableLayout = await live[0].get(live[1])
         rebuilt_layout: TableLayout = await rebuilt[0].get(rebuilt[1])
         live_rows, rebuilt_rows = _rows(live), _rows(rebuilt)
-        if live_layout != rebuilt_layout:
+        if live_layout.present and rebuilt_layout.present and live_layout != rebuilt_layout:
             check.add(Difference(table, "definition", {}, _definition(live_layout), _definition(rebuilt_layout)))
             async for _ in live_rows:  # the live feed goes on to the next table: skip this one's rows
                 pass
             return
-        await _merge(live_layout, live_rows, rebuilt_rows, check)
+        # A table one side lacks (a projection never started) has no rows: the other side's are
+        # each missing or extra, and an empty table matches its absence.
+        await _merge(live_layout if live_layout.present else rebuilt_layout, live_rows, rebuilt_rows, check)
     finally:
         handover.abandon()
         await asyncio.gather(rebuilt[1], return_exceptions=True)
@@ -294,7 +290,7 @@ def _key(row: Row, columns: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _definition(layout: TableLayout) -> Row:
-    return {"columns": list(layout.columns), "key": list(layout.key)} if layout.present else {"absent": True}
+    return {"columns": list(layout.columns), "key": list(layout.key)}
 
 
 async def _name_events(check: ProjectionCheck, replay: Replay) -> None:

@@ -279,6 +279,11 @@ def _authenticator(environ: dict[str, str], host: str) -> Authenticator | None:
         raise typer.Exit(2) from exc
 
 
+from twofold import cli_projections  # noqa: E402  (its commands load targets with load_target, above)
+
+cli_projections.register(app)
+
+
 def main() -> None:
     app()
 

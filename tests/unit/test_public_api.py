@@ -17,6 +17,7 @@ MODULES = [
     "twofold.http",
     "twofold.bus",
     "twofold.checking",
+    "twofold.cli_projections",
     "twofold.messages",
     "twofold.readmodels",
     "twofold.readmodels.postgres",
