@@ -26,7 +26,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from twofold._tables import Handover, TableLayout, layout_of, rows_in_order, sort_key
@@ -120,6 +120,19 @@ class ProjectionCheck:
     def label(self) -> str:
         return self.projection if self.tenant is None else f"{self.projection}@{self.tenant}"
 
+    @property
+    def found(self) -> int:
+        """Every difference found, reported or not."""
+        return len(self.differences) + self.unreported
+
+    def as_json(self) -> dict[str, Any]:
+        """The check as plain values for JSON (a row's values as the database gave them)."""
+        data = asdict(self)
+        data["consistent"] = self.consistent
+        for difference, plain in zip(self.differences, data["differences"], strict=True):
+            plain["columns"] = list(difference.columns)
+        return data
+
     def add(self, difference: Difference) -> None:
         if len(self.differences) < MAX_DIFFERENCES:
             self.differences.append(difference)
@@ -127,7 +140,7 @@ class ProjectionCheck:
             self.unreported += 1
 
     def render(self) -> Iterator[str]:
-        count = len(self.differences) + self.unreported
+        count = self.found
         found = f"{count} difference{'s' if count != 1 else ''}" if count else "no difference"
         yield (
             f"{'✓' if self.consistent else '✗'} {self.label} at position {self.position}:"
@@ -154,7 +167,7 @@ class ConsistencyReport:
 
     @property
     def differences(self) -> int:
-        return sum(len(check.differences) + check.unreported for check in self.checks)
+        return sum(check.found for check in self.checks)
 
     def render(self) -> str:
         """A readable report, a line per projection and per difference."""

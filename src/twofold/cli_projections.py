@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from twofold.checking import ConsistencyReport, EventRef, check_consistency
+from twofold.checking import ConsistencyReport, check_consistency
 from twofold.config import Settings, open_event_store, open_read_store
 from twofold.deadletters import DeadLetters
 from twofold.embedded import service_environ
@@ -372,49 +372,20 @@ def check(
         raise typer.BadParameter(f"no projection named {', '.join(projection)} in {target}")
     consistent = all(report.consistent for _, report in reports)
     if as_json:
-        _print_json({"consistent": consistent, "services": {name: _report_json(r) for name, r in reports}})
+        _print_json(
+            {"consistent": consistent, "services": {name: [c.as_json() for c in r.checks] for name, r in reports}}
+        )
     else:
         _print_report(reports)
     if not consistent:
         raise typer.Exit(1)
 
 
-def _report_json(report: ConsistencyReport) -> list[dict[str, Any]]:
-    return [
-        {
-            "projection": c.projection,
-            "tenant": c.tenant,
-            "position": c.position,
-            "rows_compared": c.rows_compared,
-            "consistent": c.consistent,
-            "elapsed": round(c.elapsed, 3),
-            "unreported": c.unreported,
-            "differences": [
-                {
-                    "table": d.table,
-                    "kind": d.kind,
-                    "key": d.key,
-                    "columns": list(d.columns),
-                    "live": d.live,
-                    "rebuilt": d.rebuilt,
-                    "events": [_event_json(e) for e in d.events],
-                }
-                for d in c.differences
-            ],
-        }
-        for c in report.checks
-    ]
-
-
-def _event_json(event: EventRef) -> dict[str, Any]:
-    return {"position": event.position, "stream_id": event.stream_id, "version": event.version, "type": event.type}
-
-
 def _print_report(reports: list[tuple[str, ConsistencyReport]]) -> None:
     table = Table("service", "projection", "position", "rows", "differences", "seconds")
     for service, report in reports:
         for c in report.checks:
-            found = len(c.differences) + c.unreported
+            found = c.found
             table.add_row(
                 service,
                 c.label,

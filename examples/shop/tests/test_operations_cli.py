@@ -16,17 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 from typer.testing import CliRunner, Result
 
 from examples.shop import shop as system
 from examples.shop.tests.test_consistency import AUTH, Shop
-from twofold.cli import app
+from twofold.cli_projections import register
 from twofold.deadletters import DeadLetter, DeadLetters
 from twofold.embedded import embedded_runtimes
 from twofold.http.gateway import gateway_in_process
 from twofold.testing.servers import PostgresServer
 
 SHOP = "examples.shop:shop"
+app = typer.Typer()  # the commands as the twofold command line registers them
+register(app)
 _databases = itertools.count(1)
 
 
