@@ -129,6 +129,7 @@ class ProjectionCheck:
         """The check as plain values for JSON (a row's values as the database gave them)."""
         data = asdict(self)
         data["consistent"] = self.consistent
+        data["elapsed"] = round(self.elapsed, 3)
         for difference, plain in zip(self.differences, data["differences"], strict=True):
             plain["columns"] = list(difference.columns)
         return data

@@ -9,8 +9,7 @@ twofold check examples.shop:shop --projection inventory.stock   # exit code 1 on
 
 ``TARGET`` is a Service, or a System (every service, or the one named by ``--service``), as
 ``module:attribute``. The databases are those ``twofold serve`` would use: ``TWOFOLD_DATABASE_URL``
-and ``TWOFOLD_READ_DATABASE_URL``, or a system's ``TWOFOLD_<SERVICE>_…`` variables. Every command
-takes ``--json`` for scripts.
+and ``TWOFOLD_READ_DATABASE_URL``, or a system's ``TWOFOLD_<SERVICE>_…``. Each takes ``--json``.
 """
 
 from __future__ import annotations
@@ -124,8 +123,8 @@ def _owner(target: str, service_name: str | None, name: str) -> tuple[Service, d
 
 @contextmanager
 def _progress_bars(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A callback drawing a bar per projection (and tenant) as it goes; silent with ``--json``."""
-    if quiet:
+    """A callback drawing a bar per projection (and tenant) as it goes; silent with ``--json`` or off a terminal."""
+    if quiet or not console.is_terminal:
         yield lambda label, position, head: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -154,19 +153,13 @@ def status(target: Target, service_name: ServiceName = None, as_json: AsJson = F
                 head = await opened.store.head_position()
                 tenants = await known_tenants(opened.read_store)
                 for projection in service.projections:
+                    main = await opened.read_store.checkpoint(projection.name)
                     for tenant in [None, *tenants]:
                         where = opened.read_store if tenant is None else opened.read_store.for_tenant(tenant)
-                        position = await where.checkpoint(projection.name)
-                        rows.append(
-                            {
-                                "service": service.name,
-                                "projection": projection.name,
-                                "tenant": tenant,
-                                "position": position,
-                                "head": head,
-                                "lag": max(head - position, 0),
-                            }
-                        )
+                        position = main if tenant is None else await where.checkpoint(projection.name)
+                        # One runner applies every tenant's events: a tenant's copy is as far on as it.
+                        row = {"service": service.name, "projection": projection.name, "tenant": tenant}
+                        rows.append({**row, "position": position, "head": head, "lag": max(head - main, 0)})
         return rows
 
     rows = _run(gather)
@@ -180,7 +173,7 @@ def status(target: Target, service_name: ServiceName = None, as_json: AsJson = F
             row["service"], row["projection"], row["tenant"] or "", str(row["position"]), str(row["head"]), lag
         )
     console.print(table)
-    console.print("A tenant's position is the last of its own events applied; lag counts every event since.")
+    console.print("A tenant's position is the last of its own events applied; its lag is the projection's.")
 
 
 @projections.command("rebuild")
