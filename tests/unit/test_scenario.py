@@ -38,7 +38,7 @@ def stocked(quantity: int = 5) -> Scenario:
 
 def test_the_testing_package_exports_a_sorted_all_of_what_it_defines() -> None:
     assert exported == sorted(exported)
-    assert exported == ["Scenario", "scenario"]
+    assert exported == ["Scenario", "assert_consistent", "scenario"]
 
 
 def test_then_passes_when_the_emitted_events_equal_the_expected_ones_and_returns_the_result() -> None:
