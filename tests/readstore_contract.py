@@ -326,3 +326,153 @@ class ReadStoreContract:
         for bad in ("", "../etc", "a b", "x" * 64, "acme;DROP SCHEMA public", "é"):
             with pytest.raises(InvalidMessage):
                 store.for_tenant(bad)
+
+    # -- reading in pages and in one snapshot ----------------------------------------------------------
+
+    async def test_fetch_pages_hands_over_the_rows_a_page_at_a_time(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(*[(f"S-{n:02}", "mug", n) for n in range(7)]))
+
+        pages = await store.read(
+            lambda db: [
+                [row["sku"] for row in page] for page in db.fetch_pages("SELECT sku FROM items ORDER BY sku", size=3)
+            ]
+        )
+
+        assert pages == [["S-00", "S-01", "S-02"], ["S-03", "S-04", "S-05"], ["S-06"]]
+
+    async def test_every_statement_of_a_read_sees_the_same_snapshot(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(("A-1", "Blue mug", 3)), position=1)
+        first_read, written = threading.Event(), threading.Event()
+
+        def two_reads(db: Database) -> tuple[int, int]:
+            before = len(db.fetch_all("SELECT sku FROM items"))
+            first_read.set()
+            if not written.wait(WAIT):
+                raise TimeoutError("the write never committed")
+            row = db.fetch_one("SELECT COUNT(*) AS n FROM items")
+            assert row is not None
+            return before, int(row["n"])
+
+        async def write_between() -> None:
+            assert await asyncio.to_thread(first_read.wait, WAIT)
+            await store.transact(NAME, add(("B-2", "Blue teapot", 1)), position=2)
+            written.set()
+
+        counts, _ = await asyncio.gather(store.read(two_reads), write_between())
+
+        assert counts == (1, 1)
+        assert await skus(store) == ["A-1", "B-2"]
+
+    # -- scratch stores and swaps --------------------------------------------------------------------
+
+    async def test_a_scratch_store_is_apart_from_its_store(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(("M-1", "Main mug", 1)), position=3)
+        shadow = store.scratch("test")
+        try:
+            await shadow.transact(NAME, add(("S-1", "Shadow mug", 1)), position=9)
+
+            assert await skus(store) == ["M-1"]
+            assert await skus(shadow) == ["S-1"]
+            assert [await store.checkpoint(NAME), await shadow.checkpoint(NAME)] == [3, 9]
+        finally:
+            await shadow.discard()
+
+    async def test_a_scratch_store_starts_empty_whatever_an_earlier_one_left(self, open_store: OpenStore) -> None:
+        first = open_store()
+        await first.scratch("test").transact(NAME, add(("S-1", "Left behind", 1)), position=4)
+        await first.close()  # as a process that died before discarding it
+
+        second = open_store()
+        shadow = second.scratch("test")
+        try:
+            assert await shadow.checkpoint(NAME) == 0
+            with pytest.raises(StoreError):
+                await skus(shadow)
+        finally:
+            await shadow.discard()
+            await second.close()
+
+    async def test_a_scratch_name_must_be_short_and_plain(self, store: ReadStore) -> None:
+        for bad in ("", "Check", "a-b", "x" * 31, "x;DROP SCHEMA public"):
+            with pytest.raises(ValueError, match="A scratch store's name is 1 to 30"):
+                store.scratch(bad)
+
+    async def test_only_a_scratch_store_can_be_discarded(self, store: ReadStore) -> None:
+        with pytest.raises(ValueError, match="discarded"):
+            await store.discard()
+
+    async def test_a_swap_puts_the_shadows_rows_and_checkpoint_in_place_of_the_live_ones(
+        self, store: ReadStore
+    ) -> None:
+        await store.transact(NAME, add(("A-1", "Old mug", 1), ("B-2", "Old pot", 2)), position=5)
+        shadow = store.scratch("test")
+        try:
+            await shadow.transact(NAME, add(("A-1", "New mug", 1), ("C-3", "New tea", 3)), position=8)
+
+            await store.swap_in(shadow, NAME, ["items"])
+
+            rows = await store.read(lambda db: db.fetch_all("SELECT sku, name FROM items ORDER BY sku"))
+            assert rows == [{"sku": "A-1", "name": "New mug"}, {"sku": "C-3", "name": "New tea"}]
+            assert await store.checkpoint(NAME) == 8
+        finally:
+            await shadow.discard()
+        assert await skus(store) == ["A-1", "C-3"]  # discarding the shadow leaves the swapped-in tables
+
+    async def test_a_swap_takes_the_shadows_table_definition_and_drops_tables_it_lacks(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(("A-1", "Old mug", 1)), position=5)
+        await store.transact(NAME, lambda db: db.execute("CREATE TABLE old_extra (n INTEGER)"))
+        shadow = store.scratch("test")
+        try:
+            await shadow.transact(
+                NAME,
+                lambda db: db.execute("CREATE TABLE items (sku TEXT PRIMARY KEY, colour TEXT)"),
+                position=6,
+            )
+            await store.swap_in(shadow, NAME, ["items", "old_extra"])
+        finally:
+            await shadow.discard()
+
+        rows = await store.read(lambda db: db.fetch_all("SELECT * FROM items"))
+        assert rows == []
+        await store.transact(NAME, lambda db: db.execute("INSERT INTO items (sku, colour) VALUES ('B-2', 'blue')"))
+        with pytest.raises(StoreError):
+            await store.read(lambda db: db.fetch_all("SELECT * FROM old_extra"))
+
+    async def test_a_swap_is_refused_untouched_while_the_live_checkpoint_is_past_the_shadows(
+        self, store: ReadStore
+    ) -> None:
+        await store.transact(NAME, add(("A-1", "Live mug", 1)), position=9)
+        shadow = store.scratch("test")
+        try:
+            await shadow.transact(NAME, add(("S-1", "Shadow mug", 1)), position=8)
+
+            with pytest.raises(CheckpointConflict, match="expected 8, actual 9"):
+                await store.swap_in(shadow, NAME, ["items"])
+
+            assert await skus(store) == ["A-1"]
+            assert await store.checkpoint(NAME) == 9
+        finally:
+            await shadow.discard()
+
+    async def test_a_tenants_scratch_store_swaps_into_that_tenants_store_only(self, store: ReadStore) -> None:
+        await store.transact(NAME, add(("M-1", "Main mug", 1)), position=2)
+        acme = store.for_tenant("acme")
+        await acme.transact(NAME, add(("A-1", "Old acme mug", 1)), position=2)
+        shadow = acme.scratch("test")
+        try:
+            await shadow.transact(NAME, add(("A-2", "New acme mug", 1)), position=4)
+            await acme.swap_in(shadow, NAME, ["items"])
+        finally:
+            await shadow.discard()
+
+        assert await skus(acme) == ["A-2"]
+        assert await skus(store) == ["M-1"]
+        assert [await acme.checkpoint(NAME), await store.checkpoint(NAME)] == [4, 2]
+
+    async def test_only_a_scratch_store_of_this_store_can_be_swapped_in(self, store: ReadStore) -> None:
+        shadow = store.for_tenant("acme").scratch("test")
+        try:
+            with pytest.raises(ValueError, match="Only a scratch store of this store"):
+                await store.swap_in(shadow, NAME, ["items"])
+        finally:
+            await shadow.discard()

@@ -307,6 +307,11 @@ def _rate_limiter(environ: dict[str, str]) -> RateLimiter | None:
     return RateLimiter(limit)
 
 
+from twofold import cli_projections  # noqa: E402  (its commands load targets with load_target, above)
+
+cli_projections.register(app)
+
+
 def main() -> None:
     app()
 

@@ -165,6 +165,10 @@ class ProjectionRunner:
         self._notifier.head = 0
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
 
+    async def follow_checkpoint(self) -> None:
+        """Move on to the read store's checkpoint when it is further on, as after a rebuild swapped a model in."""
+        self._notifier.announce(await self._read_store.checkpoint(self.name))
+
     async def catch_up(self) -> None:
         """Apply every event committed so far, then return (for tests, tools and rebuilds).
 

@@ -27,6 +27,7 @@ from twofold.messages import Command, Envelope, Query, new_id, parse
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
 from twofold.readmodels import ReadStore
+from twofold.rebuilds import OnProgress, rebuild_projection
 from twofold.saga_runner import SagaRunner
 from twofold.service import Service
 from twofold.store import EventStore
@@ -81,6 +82,7 @@ class Runtime:
         self.store = store
         self.read_store = read_store
         self.runners: dict[str, ProjectionRunner] = {}
+        self.batch_size = batch_size
         self.sagas: dict[str, SagaRunner] = {}
         self.tenancy = Tenancy(read_store, service.projections) if read_store is not None else None
         if project and store is not None and read_store is not None:
@@ -231,9 +233,31 @@ class Runtime:
             if self.store is None or await self.store.head_position() == head:
                 return
 
-    async def rebuild(self, name: str) -> None:
-        """Drop a projection's read model and rebuild it from the first event, while queries go on."""
+    async def rebuild(self, name: str, *, progress: OnProgress | None = None) -> None:
+        """Rebuild a projection's read model aside from the first event, then swap it in at once.
+
+        Queries answer from the old model until the swap and from the new one after
+        (``twofold.rebuilds``); every tenant's copy is rebuilt too.
+        """
+        runner = self._runner(name)
+        assert self.store is not None
+        assert self.read_store is not None
+        await rebuild_projection(
+            runner.projection,
+            self.store,
+            self.read_store,
+            upcasters=self.service.upcasters,
+            batch_size=self.batch_size,
+            progress=progress,
+        )
+        await runner.follow_checkpoint()
+
+    async def reset(self, name: str) -> None:
+        """Drop a projection's read model and replay it from the first event in place: queries see it fill up."""
+        await self._runner(name).rebuild()
+
+    def _runner(self, name: str) -> ProjectionRunner:
         runner = self.runners.get(name)
         if runner is None:
             raise NotFound(f"No projection named {name!r} runs in this process")
-        await runner.rebuild()
+        return runner

@@ -21,13 +21,14 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from twofold._tables import layout_of
 from twofold.errors import FieldError, InvalidMessage
 
 if TYPE_CHECKING:
     from twofold.projections import Projection
     from twofold.readmodels import Database, ReadStore
 
-__all__ = ["TENANT_PATTERN", "Tenancy", "check_tenant", "tenant_location"]
+__all__ = ["TENANT_PATTERN", "Tenancy", "check_tenant", "known_tenants", "tenant_location"]
 
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # \Z: "$" would let a final newline through
 TENANT_RULE = "a tenant is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -101,6 +102,17 @@ class Tenancy:
         for projection in self._projections:
             await store.transact(projection.name, projection.setup)
         return store
+
+
+async def known_tenants(read_store: ReadStore) -> list[str]:
+    """The tenants registered in ``read_store``, in order, read without creating anything (for tools)."""
+
+    def listed(db: Database) -> list[str]:
+        if not layout_of(db, "twofold_tenants").present:
+            return []
+        return [str(row["tenant"]) for row in db.fetch_all(LIST)]
+
+    return await read_store.read(listed)
 
 
 def _create_registry(db: Database) -> None:

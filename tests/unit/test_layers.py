@@ -29,6 +29,9 @@ CORE = [
     "health",
     "tenancy",
     "personal",
+    "rebuilds",
+    "checking",
+    "_tables",
 ]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
@@ -54,6 +57,9 @@ CORE_MAY_IMPORT = {
     "twofold.store._follow",
     "twofold.readmodels",
     "twofold._notify",
+    "twofold.rebuilds",
+    "twofold.checking",
+    "twofold._tables",
 }
 
 

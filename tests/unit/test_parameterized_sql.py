@@ -29,6 +29,10 @@ ALLOWED = {  # (file under the root, expression): why it is no value a client ch
     ("src/twofold/saga_runner.py", "marks"): "only '?' placeholders, one per value passed as a parameter",
     ("src/twofold/testing/servers.py", "name"): "a test database name, checked as an identifier first",
     ("src/twofold/testing/projections.py", "table"): "a table a test names, checked as an identifier first",
+    ("src/twofold/readmodels/sqlite.py", "quoted"): "a projection's table name, checked by quoted_table",
+    ("src/twofold/_tables.py", "table"): "a projection's table name, checked by quoted_table",
+    ("src/twofold/_tables.py", "columns"): "column names the database reported, each quoted with its quotes doubled",
+    ("src/twofold/_tables.py", "order"): "the same quoted column names, with a fixed collation and NULLS FIRST",
 }
 
 

@@ -199,3 +199,20 @@ async def test_whatever_the_interleaving_and_the_crash_every_event_is_applied_on
         finally:
             await read_store.close()
             await store.close()
+
+
+async def test_the_same_page_applied_twice_at_once_is_applied_once(
+    store: MemoryEventStore, read_store: SQLiteReadStore
+) -> None:
+    await append_round(store, rounds=2)
+    runner = ProjectionRunner(Tally(), store, read_store)
+    await read_store.transact("test.tally", Tally().setup)
+    page = [e async for e in store.read_all()]
+
+    # Both start at position 0; one commits first while the other is still applying the page's
+    # tenants' part: the other must then be refused at its own starting position, not the new one.
+    outcomes = await asyncio.gather(runner.apply_page(page), runner.apply_page(page), return_exceptions=True)
+
+    assert [type(o).__name__ for o in outcomes].count("NoneType") >= 1
+    assert set((await applied(read_store, None)).values()) == {1}
+    assert runner.position == 6

@@ -213,3 +213,21 @@ async def test_a_transaction_cut_off_by_the_server_stopping_commits_nothing(
 
     assert await skus(store) == ["A-1"]
     assert await store.checkpoint(NAME) == 1
+
+
+# -- scratch stores --------------------------------------------------------------------------------
+
+SCHEMAS = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'twofold_scratch%' ORDER BY nspname"
+
+
+async def test_a_scratch_store_is_a_schema_and_discarding_it_drops_the_schema(store: PostgresReadStore) -> None:
+    shadow, tenants_shadow = store.scratch("check_1"), store.for_tenant("acme").scratch("check_1")
+    for scratch in (shadow, tenants_shadow):
+        await scratch.transact("test.items", lambda db: db.execute("CREATE TABLE items (sku TEXT)"), position=1)
+    schemas = await store.read(lambda db: db.fetch_all(SCHEMAS))
+    assert [row["nspname"] for row in schemas] == ["twofold_scratch_check_1", "twofold_scratch_check_1_bad068e778"]
+
+    await shadow.discard()
+    await tenants_shadow.discard()
+
+    assert await store.read(lambda db: db.fetch_all(SCHEMAS)) == []

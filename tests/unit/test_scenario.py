@@ -36,8 +36,8 @@ def stocked(quantity: int = 5) -> Scenario:
     return scenario(shop).given("product-A-1", MUG, StockReceived(sku="A-1", quantity=quantity))
 
 
-def test_the_testing_package_exports_its_scenarios() -> None:
-    assert {"Scenario", "scenario", "projection_scenario", "saga_scenario"} <= set(exported)
+def test_the_testing_package_exports_its_scenarios_and_the_consistency_check() -> None:
+    assert {"Scenario", "scenario", "projection_scenario", "saga_scenario", "assert_consistent"} <= set(exported)
 
 
 def test_then_passes_when_the_emitted_events_equal_the_expected_ones_and_returns_the_result() -> None:

@@ -10,16 +10,45 @@ a handler which backend it is on for the few statements that differ, such as ful
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from twofold.errors import StoreError
 
-__all__ = ["CheckpointConflict", "Database", "Params", "ReadStore", "Row"]
+__all__ = [
+    "GET_CHECKPOINT",
+    "SCRATCH_NAME",
+    "CheckpointConflict",
+    "Database",
+    "Params",
+    "ReadStore",
+    "Row",
+    "check_scratch_name",
+    "quoted_table",
+]
 
 T = TypeVar("T")
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any]
+SCRATCH_NAME = re.compile(r"^[a-z0-9_]{1,30}$")  # short enough to fit a PostgreSQL schema name with a prefix
+# Every read store keeps its checkpoints in this table; a read can take one in its own snapshot.
+GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = ?"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quoted_table(name: str) -> str:
+    """``products`` → ``"products"``, for a name checked to be a plain identifier; ``ValueError`` otherwise."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier")
+    return f'"{name}"'
+
+
+def check_scratch_name(name: str) -> str:
+    """``name`` itself when it may name a scratch store; ``ValueError`` saying what is allowed otherwise."""
+    if not SCRATCH_NAME.match(name):
+        raise ValueError(f"A scratch store's name is 1 to 30 lower-case letters, digits or '_' (got {name!r})")
+    return name
 
 
 class CheckpointConflict(StoreError):
@@ -55,6 +84,10 @@ class Database(Protocol):
         """Every row, as dicts of column name to value."""
         ...
 
+    def fetch_pages(self, sql: str, params: Params = (), size: int = 500) -> Iterator[list[Row]]:
+        """The rows in pages of at most ``size``, read as they are consumed: a large table never sits in memory."""
+        ...
+
 
 class ReadStore(Protocol):
     """The read side's database: projection transactions with checkpoints, and reads for queries.
@@ -88,6 +121,30 @@ class ReadStore(Protocol):
         Its tables and checkpoints are the tenant's own (a schema on PostgreSQL, a file on
         SQLite): nothing read through it can come from another tenant or from this store. The
         same tenant always gets the same store; closing this store closes the tenants' too.
+        """
+        ...
+
+    def scratch(self, name: str) -> ReadStore:
+        """An empty store on the same database that no query of the service reads, for building a model aside.
+
+        Its tables and checkpoints are its own (a schema ``twofold_scratch_<name>`` on PostgreSQL, a
+        file beside this store's on SQLite); whatever an earlier scratch store of that name left
+        behind is dropped at its first use. ``name`` is 1 to 30 of ``a-z0-9_``. A tenant's store
+        has scratch stores of its own; a scratch store has neither tenants nor scratch stores.
+        """
+        ...
+
+    async def discard(self) -> None:
+        """Drop a scratch store and everything in it, and release it; ``ValueError`` on any other store."""
+        ...
+
+    async def swap_in(self, shadow: ReadStore, name: str, tables: Sequence[str]) -> None:
+        """Replace ``tables`` and ``name``'s checkpoint by ``shadow``'s, in one transaction.
+
+        ``shadow`` is a scratch store of this store. Queries answer from the old tables until the
+        transaction commits and from the new ones after. Raises :class:`CheckpointConflict`
+        (changing nothing) when this store's checkpoint is past the shadow's: the live model has
+        moved on, and the shadow must catch up first. Afterwards ``shadow`` is only fit to be discarded.
         """
         ...
 

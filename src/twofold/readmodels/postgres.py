@@ -29,6 +29,8 @@ import asyncio
 import contextlib
 import copy
 import functools
+import hashlib
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,7 +44,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 from twofold.errors import StoreError
-from twofold.readmodels import CheckpointConflict, Database, Params, Row
+from twofold.readmodels import CheckpointConflict, Database, Params, ReadStore, Row, check_scratch_name, quoted_table
 from twofold.tenancy import tenant_location
 
 __all__ = ["PostgresDatabase", "PostgresReadStore", "to_psycopg"]
@@ -64,6 +66,12 @@ LOCK_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %
 ADD_CHECKPOINT = "INSERT INTO twofold_checkpoints (projection, position) VALUES (%s, 0) ON CONFLICT DO NOTHING"
 SET_CHECKPOINT = "UPDATE twofold_checkpoints SET position = %s WHERE projection = %s"
 SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"  # true: for this transaction only
+# A swap waits this long for queries still reading the old tables, then gives up rather than
+# leave every new query queued behind its lock.
+SWAP_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '5s', true)"
+CURRENT_SCHEMA = "SELECT current_schema() AS name"
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL AS present"
+_cursor_names = itertools.count(1)
 
 _SQL = re.compile(
     r"""
@@ -157,6 +165,13 @@ class PostgresDatabase:
         with self._conn.cursor() as cursor:
             return cursor.execute(_sql(sql, params), params).fetchall()
 
+    def fetch_pages(self, sql: str, params: Params = (), size: int = 500) -> Iterator[list[Row]]:
+        # A server-side cursor: the server keeps the result and hands it over a page at a time.
+        with self._conn.cursor(name=f"twofold_pages_{next(_cursor_names)}") as cursor:
+            cursor.execute(_sql(sql, params), params)
+            while rows := cursor.fetchmany(size):
+                yield rows
+
 
 class _WriterConnection:
     """The writer thread's connection, or ``None`` until it connects (again, after a loss)."""
@@ -222,6 +237,7 @@ class PostgresReadStore:
         self._schema: str | None = None  # a tenant's schema; None: the connection's own search_path
         self._schema_ready = True
         self._tenants: dict[str, PostgresReadStore] = {}
+        self._scratch_of: PostgresReadStore | None = None  # the store this one is a scratch store of
 
     def for_tenant(self, tenant: str) -> PostgresReadStore:
         """The tenant's read models in a schema of their own (``tenant_acme_…``), on this store's connections.
@@ -232,13 +248,49 @@ class PostgresReadStore:
         schema named.
         """
         if self._schema is not None:
-            raise ValueError("A tenant's store has no tenants of its own")
+            raise ValueError("Only the main store has tenants: a tenant's or a scratch store has none of its own")
         view = self._tenants.get(tenant)
         if view is None:
-            view = copy.copy(self)  # shares the pool, the writer and its connection
-            view._schema, view._schema_ready, view._tenants = tenant_location(tenant), False, {}
+            view = self._view(tenant_location(tenant))
             self._tenants[tenant] = view
         return view
+
+    def scratch(self, name: str) -> PostgresReadStore:
+        """A fresh schema ``twofold_scratch_<name>`` that no query reads, on this store's connections.
+
+        A tenant's scratch schema ends with a digest of the tenant's schema, so that each tenant's
+        is apart: ``twofold_scratch_<name>_<digest>``.
+        """
+        if self._scratch_of is not None:
+            raise ValueError("A scratch store has no scratch stores of its own")
+        schema = f"twofold_scratch_{check_scratch_name(name)}"
+        if self._schema is not None:
+            schema += "_" + hashlib.sha256(self._schema.encode()).hexdigest()[:10]
+        view = self._view(schema)
+        view._scratch_of = self
+        return view
+
+    def _view(self, schema: str) -> PostgresReadStore:
+        view = copy.copy(self)  # shares the pool, the writer and its connection
+        view._schema, view._schema_ready, view._tenants = schema, False, {}
+        return view
+
+    async def discard(self) -> None:
+        if self._scratch_of is None or self._schema is None:
+            raise ValueError("Only a scratch store can be discarded")
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._drop_schema)
+
+    async def swap_in(self, shadow: ReadStore, name: str, tables: Sequence[str]) -> None:
+        """Drop these tables and move the shadow's into their place (``ALTER TABLE … SET SCHEMA``).
+
+        Nothing is copied: the swap costs a few catalog changes however large the tables, under
+        locks held only until it commits. It waits up to 5 s for queries still reading the old tables.
+        """
+        if not isinstance(shadow, PostgresReadStore) or shadow._scratch_of is not self or shadow._schema is None:
+            raise ValueError("Only a scratch store of this store can be swapped in")
+        for table in tables:
+            quoted_table(table)
+        await self._run(self._writer, self._swap_in, shadow._schema, name, list(tables))
 
     async def transact(
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
@@ -272,10 +324,19 @@ class PostgresReadStore:
             return
         with _translated(), self._connect() as conn, conn.transaction():
             conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
+            if self._scratch_of is not None:  # a scratch store starts empty, whatever an earlier one left
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self._schema)))
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
             conn.execute(SET_SEARCH_PATH, (self._schema,))
             conn.execute(SCHEMA)
         self._schema_ready = True
+
+    def _drop_schema(self) -> None:
+        """Drop a scratch store's schema and all in it (on the writer thread)."""
+        assert self._schema is not None
+        with _translated(), self._connect() as conn, conn.transaction():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self._schema)))
+        self._schema_ready = False
 
     def _enter_schema(self, conn: Connection) -> None:
         """Point this transaction's unqualified names at the tenant's schema, and nowhere else."""
@@ -315,6 +376,28 @@ class PostgresReadStore:
                         raise
         finally:
             if conn.closed:  # broken: the next call connects afresh
+                conn.close()
+                self._writer_conn.conn = None
+
+    def _swap_in(self, shadow_schema: str, name: str, tables: list[str]) -> None:
+        conn = self._writer_connection()
+        try:
+            with _translated(), _transaction(conn), conn.cursor() as cursor:
+                cursor.execute(SWAP_LOCK_TIMEOUT)
+                self._enter_schema(conn)
+                # The live checkpoint's row lock keeps this store's projection runners, here or in
+                # any process, from committing a batch between the check below and the commit.
+                live = _lock_checkpoint(cursor, name)
+                rebuilt = _shadow_checkpoint(cursor, shadow_schema, name)
+                if live > rebuilt:
+                    raise CheckpointConflict(name, rebuilt, live)
+                row = cursor.execute(CURRENT_SCHEMA).fetchone()
+                assert row is not None
+                for table in tables:
+                    _move_table(cursor, shadow_schema, str(row["name"]), table)
+                cursor.execute(SET_CHECKPOINT, (rebuilt, name))
+        finally:
+            if conn.closed:
                 conn.close()
                 self._writer_conn.conn = None
 
@@ -370,6 +453,21 @@ def _lock_checkpoint(cursor: psycopg.Cursor[DictRow], name: str) -> int:
         row = cursor.execute(LOCK_CHECKPOINT, (name,)).fetchone()
     assert row is not None
     return int(row["position"])
+
+
+def _shadow_checkpoint(cursor: psycopg.Cursor[DictRow], schema: str, name: str) -> int:
+    query = sql.SQL("SELECT position FROM {}.twofold_checkpoints WHERE projection = %s").format(sql.Identifier(schema))
+    row = cursor.execute(query, (name,)).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def _move_table(cursor: psycopg.Cursor[DictRow], shadow_schema: str, live_schema: str, table: str) -> None:
+    """Drop the live table and move the shadow's into its schema; its indexes and sequences move with it."""
+    live, shadow, name = sql.Identifier(live_schema), sql.Identifier(shadow_schema), sql.Identifier(table)
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(live, name))
+    row = cursor.execute(TABLE_EXISTS, (f"{quoted_table(shadow_schema)}.{quoted_table(table)}",)).fetchone()
+    if row is not None and row["present"]:
+        cursor.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(shadow, name, live))
 
 
 def _drain(pipeline: psycopg.Pipeline) -> None:
