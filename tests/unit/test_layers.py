@@ -28,6 +28,7 @@ CORE = [
     "runtime",
     "health",
     "tenancy",
+    "inspection",
 ]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
@@ -48,6 +49,7 @@ CORE_MAY_IMPORT = {
     "twofold.runtime",
     "twofold.health",
     "twofold.tenancy",
+    "twofold.inspection",
     "twofold.store",
     "twofold.store._follow",
     "twofold.readmodels",
