@@ -89,7 +89,7 @@ def _settled(client: httpx.Client, orders: list[str]) -> bool:
 
 @pytest.fixture(scope="module")  # module, not session: Playwright's loop is gone before other tests' loops run
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Debian's chromium, headless, with a fresh profile of its own; started once per module, each test has its own page."""
+    """Debian's chromium, headless, with a fresh profile; started once per module, each test on a page of its own."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run make install, or apt-get install -y --no-install-recommends chromium")
     with sync_playwright() as playwright:
