@@ -16,8 +16,8 @@ from twofold.inspection import state_at
 from twofold.service import Service
 from twofold.store import EventStore, StoredEvent, StreamSummary
 
-WINDOW = 500  # events read per step back through the log, looking for streams' latest events
-SCAN_BUDGET = 5_000  # events one page may look at; a page that finds fewer streams still gives a next cursor
+WINDOW = 500  # positions one step back through the log spans, looking for streams' latest events
+SCAN_BUDGET = 5_000  # positions one page may read back; a page that finds fewer streams still gives a next cursor
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +39,21 @@ async def streams_by_id(store: EventStore, category: str | None, after: str | No
 async def streams_by_activity(store: EventStore, category: str | None, before: int | None, limit: int) -> StreamPage:
     """Streams by their latest event, newest first, among events before position ``before``.
 
-    Reads the log backwards a window at a time. An event is its stream's entry only if it is the
-    stream's latest (its version is the stream's): a stream that moved on since was shown on an
-    earlier page, at its newer event. At most :data:`SCAN_BUDGET` events are read per page.
+    Reads the log backwards a window of positions at a time. An event is its stream's entry only
+    if it is the stream's latest (its version is the stream's): a stream that moved on since was
+    shown on an earlier page, at its newer event. A page reads back at most :data:`SCAN_BUDGET`
+    positions. The category is filtered here, not by the store: ``read_all`` has no upper bound,
+    and with a category it would read on past the window to find as many events as asked for.
     """
     high = before if before is not None else await store.head_position() + 1
-    categories = None if category is None else [category]
     shown: list[StreamSummary] = []
     seen: set[str] = set()
-    scanned = 0
-    while high > 1 and scanned < SCAN_BUDGET:
-        low = max(1, high - WINDOW)
-        window = [e async for e in store.read_all(low, high - low, categories) if e.position < high]
-        scanned += high - low
+    floor = max(1, high - SCAN_BUDGET)
+    while high > floor:
+        low = max(floor, high - WINDOW)
+        window = [e async for e in store.read_all(low, high - low) if e.position < high]
         for event in reversed(window):
-            if event.stream_id in seen:
+            if event.stream_id in seen or (category is not None and event.category != category):
                 continue
             seen.add(event.stream_id)
             if await store.stream_version(event.stream_id) == event.version:
