@@ -16,6 +16,7 @@ from tests.http.test_auth import SETTINGS, bearer, token
 from tests.monolith import shop
 from twofold.embedded import embedded_runtimes
 from twofold.http.auth import Authenticator, scopes_for
+from twofold.http.console import _streams as console_streams
 from twofold.http.console._streams import streams_by_activity, streams_by_id
 from twofold.http.gateway import gateway_in_process
 from twofold.store import NewEvent
@@ -135,7 +136,12 @@ async def test_the_state_fragment_is_the_aggregate_at_the_version_asked(shop_gat
     assert "&#34;status&#34;: &#34;rejected&#34;" in second.text
 
 
-async def test_streams_page_by_id_and_by_latest_activity_each_stream_once() -> None:
+@pytest.mark.parametrize(("window", "budget"), [(500, 5_000), (2, 3)])  # (2, 3): pages that stop short of a full one
+async def test_streams_page_by_id_and_by_latest_activity_each_stream_once(
+    monkeypatch: pytest.MonkeyPatch, window: int, budget: int
+) -> None:
+    monkeypatch.setattr(console_streams, "WINDOW", window)
+    monkeypatch.setattr(console_streams, "SCAN_BUDGET", budget)
     store = MemoryEventStore()
     for touch in ["a-1", "a-2", "b-1", "a-3", "a-1", "a-2", "a-4", "a-1"]:
         await store.append(touch, [NewEvent("T", {})])
