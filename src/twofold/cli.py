@@ -30,6 +30,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
+from twofold import cli_inspect
 from twofold.config import ROLES, AuthSettings, Role, Settings, async_commands_for, check_exposure, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.service import Service
@@ -277,6 +278,9 @@ def _authenticator(environ: dict[str, str], host: str) -> Authenticator | None:
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+
+
+cli_inspect.register(app)
 
 
 def main() -> None:
