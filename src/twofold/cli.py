@@ -30,7 +30,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
-from twofold import cli_inspect
+from twofold import cli_inspect, cli_new
 from twofold.config import ROLES, AuthSettings, Role, Settings, async_commands_for, check_exposure, runtime_for
 from twofold.errors import ConfigurationError
 from twofold.service import Service
@@ -281,6 +281,7 @@ def _authenticator(environ: dict[str, str], host: str) -> Authenticator | None:
 
 
 cli_inspect.register(app)
+cli_new.register(app)
 
 
 def main() -> None:
