@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 
 from twofold import inspection
-from twofold.cli_render import event_json, event_line, streams_table, trace_tree
+from twofold.cli_render import event_json, event_line, streams_table, summary_json, trace_tree
 from twofold.config import Settings, open_event_store
 from twofold.errors import ConfigurationError, TwofoldError
 from twofold.service import Service
@@ -84,21 +84,11 @@ def streams(
 ) -> None:
     """List streams in id order, a page at a time: version, last position, last event's time."""
 
-    async def run(store: EventStore) -> None:
+    async def run(store: EventStore, _: _Source) -> None:
         page = await store.streams(category=category, after=after, limit=limit)
         if as_json:
-            rows = [
-                {
-                    "stream_id": s.stream_id,
-                    "category": s.category,
-                    "version": s.version,
-                    "first_position": s.first_position,
-                    "last_position": s.last_position,
-                    "last_recorded_at": s.last_recorded_at.isoformat(),
-                }
-                for s in page
-            ]
-            _print_json({"streams": rows, "next_after": page[-1].stream_id if len(page) == limit else None})
+            next_after = page[-1].stream_id if len(page) == limit else None
+            _print_json({"streams": [summary_json(s) for s in page], "next_after": next_after})
             return
         _console().print(streams_table(page))
         if len(page) == limit:
@@ -116,20 +106,15 @@ def stream(
     as_json: AsJson = False,
 ) -> None:
     """Show a stream's events, and its aggregate's state at that version when --target declares it."""
-    source: list[_Source] = []
 
-    def resolve() -> _Source:
-        source.append(_stream_source(stream_id, url, target, service))
-        return source[0]
-
-    async def run(store: EventStore) -> None:
+    async def run(store: EventStore, source: _Source) -> None:
         version = await store.stream_version(stream_id)
         if version == 0:
-            raise _Refused(f"No stream {stream_id} in {source[0].url}")
+            raise _Refused(f"No stream {stream_id} in {source.url}")
         if at is not None and at > version:
             raise _Refused(f"Stream {stream_id} is at version {version}; --at {at} is past its end")
         events = [e async for e in store.read_stream(stream_id, to_version=at)]
-        state = await _state(store, stream_id, source[0].service, at)
+        state = await _state(store, stream_id, source.service, at)
         if as_json:
             _print_json({"stream_id": stream_id, "events": [event_json(e) for e in events], "state": state})
             return
@@ -140,16 +125,16 @@ def stream(
             console.print(f"state at version {events[-1].version}:")
             console.print_json(data=state)
 
-    _run(resolve, run)
+    _run(lambda: _stream_source(stream_id, url, target, service), run)
 
 
 async def _state(store: EventStore, stream_id: str, service: Service | None, at: int | None) -> Any:
-    found = service.aggregate_type(category_of(stream_id)) if service is not None else None
-    if found is None or "-" not in stream_id:
+    """The stream's aggregate at version ``at`` as JSON, when the service declares its class."""
+    aggregate_type = service.aggregate_type(category_of(stream_id)) if service is not None else None
+    if service is None or aggregate_type is None or "-" not in stream_id:
         return None
     aggregate_id = stream_id.split("-", 1)[1]
-    assert service is not None
-    state = await inspection.state_at(store, found, aggregate_id, at, upcasters=service.upcasters)
+    state = await inspection.state_at(store, aggregate_type, aggregate_id, at, upcasters=service.upcasters)
     return state.model_dump(mode="json")
 
 
@@ -168,7 +153,7 @@ def tail(
 ) -> None:
     """Print events as they are recorded, until Ctrl-C (or --count of them)."""
 
-    async def run(store: EventStore) -> None:
+    async def run(store: EventStore, _: _Source) -> None:
         start = from_position or await store.head_position() + 1
         categories = None if stream_id is None else [category_of(stream_id)]
         shown = 0
@@ -214,7 +199,7 @@ def trace(
         else:
             _console().print(trace_tree(found))
 
-    _run_all(lambda: _sources(url, target, None), run)
+    _run_all(lambda: _sources(url, target, None), lambda opened: run({s.name: store for store, s in opened}))
 
 
 # -- finding and opening stores -----------------------------------------------------------------------
@@ -281,21 +266,24 @@ def _open(source: _Source) -> EventStore:
     return open_event_store(source.url, source.variable)
 
 
-def _run(resolve: Callable[[], _Source], work: Callable[[EventStore], Awaitable[None]]) -> None:
-    _run_all(lambda: [resolve()], lambda stores: work(next(iter(stores.values()))))
+Opened = list[tuple[EventStore, _Source]]
 
 
-def _run_all(resolve: Callable[[], list[_Source]], work: Callable[[dict[str, EventStore]], Awaitable[None]]) -> None:
+def _run(resolve: Callable[[], _Source], work: Callable[[EventStore, _Source], Awaitable[None]]) -> None:
+    _run_all(lambda: [resolve()], lambda opened: work(*opened[0]))
+
+
+def _run_all(resolve: Callable[[], list[_Source]], work: Callable[[Opened], Awaitable[None]]) -> None:
     """Open the stores, run ``work`` on them, close them; a refusal or a store's error ends the command."""
 
     async def main() -> None:
-        stores: dict[str, EventStore] = {}
+        opened: Opened = []
         try:
             for source in resolve():
-                stores[source.name] = _open(source)
-            await work(stores)
+                opened.append((_open(source), source))
+            await work(opened)
         finally:
-            for store in stores.values():
+            for store, _ in opened:
                 await store.close()
 
     try:

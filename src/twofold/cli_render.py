@@ -15,7 +15,7 @@ from twofold.inspection import Trace, TracedCommand, TracedEvent
 from twofold.saga_runner import REACTED
 from twofold.store import StoredEvent, StreamSummary
 
-__all__ = ["event_json", "event_line", "moment", "streams_table", "trace_tree"]
+__all__ = ["event_json", "event_line", "moment", "streams_table", "summary_json", "trace_tree"]
 
 
 def event_json(event: StoredEvent) -> dict[str, Any]:
@@ -30,6 +30,18 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
         "data": dict(event.data),
         "metadata": dict(event.metadata),
         "recorded_at": event.recorded_at.isoformat(),
+    }
+
+
+def summary_json(summary: StreamSummary) -> dict[str, Any]:
+    """A stream's summary as plain JSON, its category included."""
+    return {
+        "stream_id": summary.stream_id,
+        "category": summary.category,
+        "version": summary.version,
+        "first_position": summary.first_position,
+        "last_position": summary.last_position,
+        "last_recorded_at": summary.last_recorded_at.isoformat(),
     }
 
 
