@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -210,7 +211,7 @@ def _sources(url: str | None, target: str | None, service_name: str | None) -> l
     if url is not None:
         single = found.service(service_name) if isinstance(found, System) and service_name else found
         service = single if isinstance(single, Service) else None
-        return [_Source(service.name if service else "store", url, "--url", service)]
+        return [_Source(service.name if service else _name_of(url), url, "--url", service)]
     if isinstance(found, System):
         chosen = [found.service(service_name)] if service_name else list(found.services)
         return [_of_system(s) for s in chosen]
@@ -220,7 +221,12 @@ def _sources(url: str | None, target: str | None, service_name: str | None) -> l
     from_env = os.environ.get(_URL)
     if not from_env:
         raise _Refused(f"No event store named: pass --url, set {_URL} or name a --target", 2)
-    return [_Source("store", from_env, _URL)]
+    return [_Source(_name_of(from_env), from_env, _URL)]
+
+
+def _name_of(url: str) -> str:
+    """What to call a store no service names: its file's or database's name (``data/orders.db`` → orders)."""
+    return Path(urlsplit(url).path).stem or "store"
 
 
 def _of_system(service: Service) -> _Source:

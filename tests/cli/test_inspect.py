@@ -93,6 +93,17 @@ def test_trace_shows_one_checkout_across_every_services_store(shop_on: str, requ
     assert "(imported into orders)" in shown.stdout
 
 
+def test_trace_of_one_store_shows_what_that_service_recorded_and_imported(
+    on_sqlite: tuple[dict[str, str], str],
+) -> None:
+    environ, correlation_id = on_sqlite
+    tree = _json(["trace", correlation_id], {"TWOFOLD_DATABASE_URL": environ[_variable("orders")]})
+    events = [n for n in _walk(tree["roots"][0]) if n["kind"] == "event"]
+    assert events[0]["type"] == "orders.OrderPlaced"
+    assert {e["service"] for e in events} == {"catalog", "inventory", "orders", "payments"}  # copies name their source
+    assert "inventory.StockAllocated" not in {e["type"] for e in events}  # never imported into orders
+
+
 def test_trace_of_an_unknown_correlation_says_so_and_fails(on_sqlite: tuple[dict[str, str], str]) -> None:
     environ, _ = on_sqlite
     result = _invoke(["trace", "examples.shop:shop", "nothing-here"], environ)
@@ -145,8 +156,9 @@ def test_an_unknown_stream_or_version_is_named_and_fails(on_sqlite: tuple[dict[s
     assert "Stream order-o-1 is at version 2; --at 3 is past its end" in past.stderr
 
 
-def test_tail_from_a_position_prints_one_json_object_a_line(on_sqlite: tuple[dict[str, str], str]) -> None:
-    environ, _ = on_sqlite
+@pytest.mark.parametrize("shop_on", ["on_sqlite", "on_postgres"])
+def test_tail_from_a_position_prints_one_json_object_a_line(shop_on: str, request: pytest.FixtureRequest) -> None:
+    environ, _ = request.getfixturevalue(shop_on)
     url = environ[_variable("orders")]
     result = _invoke(["events", "tail", "--url", url, "--from", "1", "--count", "2", "--json"])
     lines = [json.loads(line) for line in result.stdout.splitlines()]
