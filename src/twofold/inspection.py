@@ -205,8 +205,8 @@ class _Tree:
 
     def build(self, correlation_id: str) -> Trace:
         nodes: list[Node] = [*self.events.values(), *self.commands.values()]
-        for node in sorted(nodes, key=_order):
-            if self._in_cycle(node):  # only corrupt metadata makes one; its earliest node becomes a root
+        for node in nodes:
+            if self._in_cycle(node):  # only corrupt metadata makes one: cut it, so the tree stays a tree
                 del self.parents[id(node)]
         roots: list[Node] = []
         for node in nodes:
@@ -214,7 +214,7 @@ class _Tree:
             if parent is None:
                 roots.append(node)
             elif isinstance(parent, TracedCommand):
-                assert isinstance(node, TracedEvent)
+                assert isinstance(node, TracedEvent)  # a command's children are the events it recorded
                 parent.children.append(node)
             else:
                 parent.children.append(node)

@@ -125,6 +125,17 @@ async def test_a_sent_command_that_recorded_nothing_still_shows_under_its_reacti
     )
 
 
+async def test_causes_that_loop_on_themselves_are_cut_so_each_event_still_shows_once() -> None:
+    store = MemoryEventStore()
+    placed = NewEvent("shop.OrderPlaced", {}, _meta("cmd-1", "shop.PlaceOrder", "cmd-1"), event_id="e-1")
+    sends = [{"service": "orders", "type": "shop.PlaceOrder", "data": {}, "command_id": "cmd-1"}]  # its own cause
+    await store.append("order-1", [placed])
+    await store.append("saga-1", [NewEvent(REACTED, {"sends": sends}, _meta("r-1", REACTED, "e-1"), event_id="r-1")])
+    trace = await causal_trace({"orders": store}, "corr-1")
+    assert len(trace.roots) == 1
+    assert sorted(node.event.event_id for node in trace.events()) == ["e-1", "r-1"]
+
+
 async def test_an_unknown_correlation_traces_to_an_empty_tree() -> None:
     trace = await causal_trace({"orders": MemoryEventStore()}, "nothing")
     assert (trace.roots, trace.to_json()) == ([], {"correlation_id": "nothing", "roots": []})

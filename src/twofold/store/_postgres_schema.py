@@ -138,7 +138,7 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
-    # Migration 4: indexes for inspection - a category's streams, listed by id, and a correlation's
+    # Migration 5: indexes for inspection - a category's streams, listed by id, and a correlation's
     # events. The expression is spelt as READ_CORRELATED spells it, or the planner would not use it.
     """
     CREATE INDEX IF NOT EXISTS events_by_category_stream ON events (category, stream_id);
