@@ -84,6 +84,12 @@ async def test_a_bad_parameter_is_a_problem_never_a_500(stocked_api: Api, path: 
     assert_no_leak(answer)
 
 
+@pytest.mark.parametrize("path", ["/console/streams?service=shop&category=&order=recent", "/console/sagas?status="])
+async def test_a_form_s_empty_field_means_no_filter(stocked_api: Api, path: str) -> None:
+    answer = await stocked_api.client.get(path)
+    assert answer.status_code == 200, answer.text
+
+
 async def test_what_events_hold_is_shown_as_text_never_as_markup(stocked_api: Api) -> None:
     hostile = "<script>alert('x')</script>"
     await stocked_api.ok("AddProduct", {"sku": "Z-9", "name": hostile, "price": "1.00"})

@@ -19,7 +19,8 @@ from twofold.runtime import Runtime
 from twofold.store import EventStore
 
 # A category is the text before a stream id's first "-": no dash, no spaces or control characters.
-CATEGORY = r"^[^-\s\x00-\x1f]{1,100}$"
+# Empty is allowed and means every category: a form's empty field sends "category=".
+CATEGORY = r"^[^-\s\x00-\x1f]{0,100}$"
 NAME = r"^[A-Za-z0-9_.-]{1,100}$"  # services and sagas: names from code, never free text
 Limit = Annotated[int, Query(ge=1, le=200, description="rows per page")]
 
@@ -51,6 +52,7 @@ def console_router(title: str, runtimes: Mapping[str, Runtime]) -> APIRouter:
     ) -> HTMLResponse:
         name = pages.with_store(service)
         store = pages.store(name)
+        category = category or None
         if order == "id":
             page = await _streams.streams_by_id(store, category, after, limit)
         else:
@@ -129,7 +131,7 @@ def console_router(title: str, runtimes: Mapping[str, Runtime]) -> APIRouter:
     async def sagas(
         service: Annotated[str | None, Query(pattern=NAME)] = None,
         saga: Annotated[str | None, Query(pattern=NAME)] = None,
-        status: Literal["active", "completed"] | None = None,
+        status: Literal["active", "completed", ""] = "",  # "": any, as the form's first choice sends it
         after: Annotated[str, Query(max_length=255)] = "",
         limit: Limit = 50,
     ) -> HTMLResponse:
@@ -143,7 +145,7 @@ def console_router(title: str, runtimes: Mapping[str, Runtime]) -> APIRouter:
         next_after = None
         if chosen is not None:
             runtime = pages.runtimes[owners[chosen]]
-            instances, next_after = await _operations.saga_page(runtime, chosen, status, after, limit)
+            instances, next_after = await _operations.saga_page(runtime, chosen, status or None, after, limit)
         return pages.render(
             "sagas.html",
             "sagas",
