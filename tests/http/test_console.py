@@ -50,6 +50,24 @@ async def test_a_tenant_s_token_is_refused_because_the_console_shows_every_tenan
             assert "every tenant" in assert_problem(refused, 403, "forbidden")["detail"]
 
 
+async def test_the_gateway_s_console_asks_the_same_scope_and_refuses_a_tenant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = gateway_in_process(shop_system, embedded_runtimes(shop_system, environ={}), auth=Authenticator(SETTINGS))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://shop") as client,
+    ):
+        for path in ("/console/trace", "/services/orders/console/streams"):
+            refused = await client.get(path, headers=bearer(token(scope="commands:*")))
+            assert assert_problem(refused, 403, "forbidden")["scope"] == "console:read"
+            tenant = await client.get(path, headers=bearer(token(scope="console:read", tenant="acme")))
+            assert "every tenant" in assert_problem(tenant, 403, "forbidden")["detail"]
+            assert (await client.get(path, headers=bearer(token(scope="console:read")))).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [
