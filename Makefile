@@ -8,10 +8,17 @@ PYTEST_ARGS ?=
 
 .PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench token
 
+CHROMIUM := /usr/bin/chromium
+# apt-get needs root: sudo when we are not. A machine where it cannot run fails here, loudly,
+# rather than leaving the console's browser tests to fail later.
+APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@# The console's browser tests drive Debian's chromium: Playwright's own download needs the internet.
+	@test -x $(CHROMIUM) || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium; }
 	@touch $(STAMP)
 
 install: $(STAMP)

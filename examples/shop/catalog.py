@@ -189,4 +189,5 @@ catalog = Service(
     commands={AddProduct: add_product, PriceOrder: price_order},
     queries={SearchProducts: products.search},
     projections=[products],
+    aggregates=[Product, Pricing],
 )

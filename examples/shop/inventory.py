@@ -184,4 +184,5 @@ inventory = Service(
     commands={ReceiveStock: receive_stock, ReserveStock: reserve_stock, ReleaseStock: release_stock},
     queries={StockLevel: levels.stock_level},
     projections=[levels],
+    aggregates=[SkuStock, Reservation],
 )

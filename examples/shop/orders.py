@@ -324,6 +324,7 @@ orders = Service(
     queries={OrderHistory: book.history},
     projections=[book],
     sagas=[Checkout],
+    aggregates=[Order],
     subscriptions=[
         Subscription("catalog", categories=["pricing"]),
         Subscription("inventory", categories=["reservation"]),

@@ -112,4 +112,5 @@ payments = Service(
     "payments",
     description="Authorizes payments through a simulated card gateway.",
     commands={AuthorizePayment: authorize_payment, VoidPayment: void_payment},
+    aggregates=[Payment],
 )

@@ -30,6 +30,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is installed
     raise SystemExit("The twofold command needs the http extra: pip install 'twofold[http]'") from exc
 
+from twofold import cli_inspect, cli_new
 from twofold.config import (
     ROLES,
     AuthSettings,
@@ -310,6 +311,8 @@ def _rate_limiter(environ: dict[str, str]) -> RateLimiter | None:
 from twofold import cli_projections  # noqa: E402  (its commands load targets with load_target, above)
 
 cli_projections.register(app)
+cli_inspect.register(app)
+cli_new.register(app)
 
 
 def main() -> None:

@@ -33,7 +33,15 @@ from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster
 from twofold.personal import KeyStore, PersonalData
 from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
 
-__all__ = ["SNAPSHOT_TYPE", "CommandDispatcher", "CommandHandler", "CommandResult", "UnitOfWork", "snapshot_stream"]
+__all__ = [
+    "SNAPSHOT_TYPE",
+    "CommandDispatcher",
+    "CommandHandler",
+    "CommandResult",
+    "UnitOfWork",
+    "fold_stream",
+    "snapshot_stream",
+]
 
 log = logging.getLogger("twofold.commands")
 
@@ -95,20 +103,11 @@ class UnitOfWork:
                 raise TypeError(f"Stream {state.stream_id} was loaded as {type(cached).__name__}")
             return cached
         state = await _latest_snapshot(self._store, state, self.envelope.tenant)
-        version, event_types = state.version, _event_types(aggregate_type, self._upcasters)
-        async for stored in self._store.read_stream(state.stream_id, from_version=version + 1):
-            self._check_tenant(stored.stream_id, stored.metadata)
-            [stored] = await self._personal.open([stored], event_types)
-            if stored.type not in event_types:
-                raise StoreError(
-                    f"Stream {stored.stream_id} holds a {stored.type} event at version {stored.version}, "
-                    f"which {aggregate_type.__name__}.evolve does not name in its annotation"
-                )
-            state = state.evolve(event_types.decode(stored.type, stored.data, stored.schema_version))
-            version = stored.version
-        state = state.model_copy(update={"version": version})
+        state = await fold_stream(
+            self._store, state, upcasters=self._upcasters, check=self._check_tenant, personal=self._personal
+        )
         self._states[state.stream_id] = state
-        self._expected[state.stream_id] = version
+        self._expected[state.stream_id] = state.version
         return state
 
     def _check_tenant(self, stream_id: str, metadata: Mapping[str, Any]) -> None:
@@ -293,6 +292,38 @@ class CommandDispatcher:
     def _unchanged(command_id: str, uow: UnitOfWork) -> CommandResult:
         stream_id = uow.first_stream
         return CommandResult(command_id, stream_id, uow.version_of(stream_id) if stream_id else None, None, ())
+
+
+async def fold_stream(
+    store: EventStore,
+    state: A,
+    *,
+    upcasters: Sequence[Upcaster] = (),
+    to_version: int | None = None,
+    check: Callable[[str, Mapping[str, Any]], None] | None = None,
+    personal: PersonalData | None = None,
+) -> A:
+    """``state`` after the events of its stream from ``state.version + 1`` up to ``to_version`` (the end).
+
+    How every aggregate is loaded, by commands and by inspection alike. ``check(stream_id, metadata)``
+    sees each event before it is folded, and may refuse it by raising. Personal fields are read in
+    clear through ``personal`` (by default, the store's own keys), or as the placeholder once forgotten.
+    """
+    aggregate_type = type(state)
+    version, event_types = state.version, _event_types(aggregate_type, tuple(upcasters))
+    personal = personal or PersonalData(store if isinstance(store, KeyStore) else None)
+    async for stored in store.read_stream(state.stream_id, from_version=version + 1, to_version=to_version):
+        if check is not None:
+            check(stored.stream_id, stored.metadata)
+        [stored] = await personal.open([stored], event_types)
+        if stored.type not in event_types:
+            raise StoreError(
+                f"Stream {stored.stream_id} holds a {stored.type} event at version {stored.version}, "
+                f"which {aggregate_type.__name__}.evolve does not name in its annotation"
+            )
+        state = state.evolve(event_types.decode(stored.type, stored.data, stored.schema_version))
+        version = stored.version
+    return state.model_copy(update={"version": version})
 
 
 @functools.cache

@@ -184,12 +184,13 @@ def _beside(database_url: str) -> str:
     return database_url
 
 
-def open_event_store(url: str) -> EventStore:
+def open_event_store(url: str, variable: str = "TWOFOLD_DATABASE_URL") -> EventStore:
+    """The event store at ``url``; a URL no store can open is refused naming ``variable``, where it came from."""
     if _is_postgres(url):
         from twofold.store.postgres import PostgresEventStore
 
         return PostgresEventStore(url)
-    return SQLiteEventStore(_sqlite_path(url, "TWOFOLD_DATABASE_URL"))
+    return SQLiteEventStore(_sqlite_path(url, variable))
 
 
 def open_read_store(url: str) -> ReadStore:

@@ -53,6 +53,14 @@ SELECT = "SELECT source, stream_id, version, event_id, payload, error, attempts,
 ORDER = " ORDER BY source, stream_id, version"
 PARKED_STREAMS = "SELECT DISTINCT stream_id FROM twofold_dead_letters WHERE source = ?"
 COUNT_BY_SOURCE = "SELECT source, COUNT(*) AS parked FROM twofold_dead_letters GROUP BY source"
+# A page after the key (source, stream_id, version) of the last row shown: the primary key's order, no OFFSET.
+# The key is compared column by column, which SQLite and PostgreSQL both read off the primary key index.
+PAGE = (
+    SELECT
+    + " WHERE source > ? OR (source = ? AND (stream_id > ? OR (stream_id = ? AND version > ?)))"
+    + ORDER
+    + " LIMIT ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,14 @@ class DeadLetters:
             sql += " WHERE " + " AND ".join(f"{name} = ?" for name, _ in conditions)  # names from the tuple above
             params = [value for _, value in conditions]
         rows = await self._read_store.read(lambda db: db.fetch_all(sql + ORDER, params))
+        return [_letter(row) for row in rows]
+
+    async def page(self, after: tuple[str, str, int] | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` parked messages in key order, those after the key ``after`` (the last one shown) only."""
+        await self.setup()
+        source, stream_id, version = after if after is not None else ("", "", -1)
+        params = (source, source, stream_id, stream_id, version, limit)
+        rows = await self._read_store.read(lambda db: db.fetch_all(PAGE, params))
         return [_letter(row) for row in rows]
 
     async def parked_streams(self, source: str) -> set[str]:

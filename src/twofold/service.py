@@ -6,6 +6,7 @@
         queries={StockLevel: catalog.stock_level},
         projections=[catalog],
         upcasters=[Upcaster("shop.OrderPlaced", from_version=1, function=rename_customer)],
+        aggregates=[Product, Order],
     )
 
 A ``Service`` only declares; a :class:`~twofold.runtime.Runtime` binds it to stores and runs it,
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from twofold.aggregate import Aggregate
 from twofold.commands import CommandHandler
 from twofold.errors import ConfigurationError
 from twofold.messages import Command, EventTypes, Query, Upcaster
@@ -47,6 +49,10 @@ class Service:
         description: shown at the top of the service's OpenAPI document.
         policies: for some commands, a :data:`Policy` that decides who may send it, beyond the
             scopes of their token (``{Withdraw: lambda principal, c: principal == c.owner}``).
+        aggregates: the aggregate classes whose streams live in this service's store, so that tools
+            (``twofold stream order-7 --at 3``) can fold a stream by its category. Declared here,
+            beside the rest, rather than recorded by ``Aggregate`` itself: importing a class then
+            changes nothing, and two services may reuse one category without colliding.
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class Service:
         sagas: Sequence[type[Saga]] = (),
         description: str = "",
         policies: Mapping[type[Command], Policy] | None = None,
+        aggregates: Sequence[type[Aggregate]] = (),
     ) -> None:
         self.name = name
         self.commands = dict(commands or {})
@@ -71,6 +78,7 @@ class Service:
         self.sagas = tuple(sagas)
         self.description = description
         self.policies = dict(policies or {})
+        self.aggregates = tuple(aggregates)
         self._check()
 
     def _check(self) -> None:
@@ -79,6 +87,10 @@ class Service:
         _unique("projection", [p.name for p in self.projections])
         _unique("saga", [s.name for s in self.sagas])
         _unique("subscription source", [s.source for s in self.subscriptions])
+        categories = [a.category for a in self.aggregates]
+        repeated = sorted({c for c in categories if categories.count(c) > 1})
+        if repeated:
+            raise ConfigurationError(f"Service {self.name}: two aggregates share the category {repeated[0]!r}")
         for cls in self.commands:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"Service {self.name}: commands keys must be Command classes, got {cls!r}")
@@ -92,6 +104,10 @@ class Service:
         for query_type in self.queries:
             if not (isinstance(query_type, type) and issubclass(query_type, Query)):
                 raise ConfigurationError(f"Service {self.name}: queries keys must be Query classes, got {query_type!r}")
+
+    def aggregate_type(self, category: str) -> type[Aggregate] | None:
+        """The aggregate class whose streams are ``category-…`` (``order`` → ``Order``), if declared."""
+        return next((a for a in self.aggregates if a.category == category), None)
 
     def command_type(self, type_name: str) -> type[Command] | None:
         return next((c for c in self.commands if c.type_name == type_name), None)

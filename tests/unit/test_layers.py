@@ -32,6 +32,7 @@ CORE = [
     "rebuilds",
     "checking",
     "_tables",
+    "inspection",
 ]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
@@ -53,6 +54,7 @@ CORE_MAY_IMPORT = {
     "twofold.health",
     "twofold.tenancy",
     "twofold.personal",
+    "twofold.inspection",
     "twofold.store",
     "twofold.store._follow",
     "twofold.readmodels",

@@ -15,6 +15,7 @@ MODULES = [
     "twofold.deadletters",
     "twofold.errors",
     "twofold.http",
+    "twofold.inspection",
     "twofold.bus",
     "twofold.checking",
     "twofold.cli_projections",

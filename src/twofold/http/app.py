@@ -9,7 +9,8 @@
 
 Every app also serves ``/health`` (the process is up), ``/ready`` (its stores answer and its
 projections run), ``/metrics`` (Prometheus) and ``/openapi.json``; one with both stores and
-subscriptions also serves ``/dead-letters`` (see :mod:`twofold.http.deadletters`). With ``auth``,
+subscriptions also serves ``/dead-letters`` (see :mod:`twofold.http.deadletters`); the query side
+serves the web console at ``/console`` (:mod:`twofold.http.console`). With ``auth``,
 every route but ``/health`` and ``/docs`` needs a bearer token with the right scope
 (:mod:`twofold.http.auth`, docs/security.md).
 """
@@ -26,6 +27,7 @@ from pydantic.json_schema import models_json_schema
 from twofold.command_queue import CommandQueue
 from twofold.http.auth import Authenticator, Guard
 from twofold.http.commands import AsyncCommands, command_router
+from twofold.http.console import console_router
 from twofold.http.deadletters import dead_letter_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE, DEFAULT_STALL_AFTER, Metrics, stuck_workers
@@ -105,6 +107,7 @@ def create_app(
         app.include_router(query_router(runtime, query_timeout, metrics))
         if service.sagas:
             app.include_router(saga_router(runtime, runtime.read_store))
+        app.include_router(console_router(service.name, {service.name: runtime}))
     if service.subscriptions and runtime.store is not None and runtime.read_store is not None:
         app.include_router(dead_letter_router(runtime))
 

@@ -53,7 +53,8 @@ HMAC = ("HS256",)
 ASYMMETRIC = ("RS256", "ES256")
 OPEN = ("/health", "/docs")  # no token asked: liveness, and the page that asks /openapi.json (which needs one)
 OPERATIONS_READ = ("operations:read", "operations:*")
-EVERY_TENANT = ("/sagas", "/dead-letters")  # operators' views, across tenants: never for a tenant's token
+CONSOLE_READ = ("console:read", "queries:*")  # the console only reads, as queries do
+EVERY_TENANT = ("/sagas", "/dead-letters", "/console")  # operators' views, across tenants: never for a tenant's token
 INTERNAL = "commands:internal"  # every internal command, which commands:* does not cover
 # Tenant ids become schema and file names downstream: a short, plain name, never a path or a quote.
 # \Z, not $: $ would let a trailing newline through.
@@ -297,6 +298,8 @@ def scopes_for(method: str, path: str, internal: Collection[str] = ()) -> tuple[
         return (f"queries:{parts[1]}", "queries:*")
     if parts[0] == "sagas":
         return ("sagas:read", "queries:*")
+    if parts[0] == "console":
+        return CONSOLE_READ
     if parts[0] == "dead-letters":
         return ("operations:*",) if method != "GET" else OPERATIONS_READ
     if path in ("/ready", "/metrics", "/openapi.json"):

@@ -6,6 +6,7 @@
     GET  /sagas/{name}[/{instance}]  → the service that runs the saga
     ANY  /services/{service}/{path}  → that service, as is (dead letters, its own /metrics…)
     GET  /health, /ready, /metrics, /openapi.json: the gateway's, from every service's
+    GET  /console/…                  the web console over every service (when they run in this process)
 
 Embedded, the services' apps run in the gateway's process and requests reach them through
 httpx's ASGI transport, with no socket; in cluster mode they reach each service's processes over
@@ -38,6 +39,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from twofold.errors import NotFound
 from twofold.http.app import create_app
 from twofold.http.auth import Authenticator, Guard
+from twofold.http.console import console_router
 from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE
 from twofold.http.problems import install, problem
@@ -104,12 +106,16 @@ def create_gateway(
     body_limit: int = DEFAULT_BODY_LIMIT,
     auth: Authenticator | None = None,
     rate_limit: RateLimiter | None = None,
+    console: Mapping[str, Runtime] | None = None,
 ) -> FastAPI:
     """Build the gateway app for ``system``; ``upstreams`` maps each service name to how to reach it.
 
     ``auth`` checks tokens at the gateway too (the services check them whatever the gateway does).
     ``rate_limit`` limits each principal's commands here, before they reach a service; the
     refusals are counted in the gateway's ``/metrics`` as the services count theirs.
+    ``console`` (service name → runtime in this process) serves ``/console`` over every service at
+    once: streams per service, a trace across them. Each service's own console stays at
+    ``/services/{name}/console``.
     """
     missing = sorted(set(system.names) - set(upstreams))
     if missing:
@@ -188,6 +194,11 @@ def create_gateway(
             upstream.query_client() if request.method == "GET" and path.startswith("queries/") else upstream.commands
         )
         return await _forward(request, client, service, path="/" + path)
+
+    if console is not None:
+        app.include_router(
+            console_router(system.name, {name: console[name] for name in system.names if name in console})
+        )
 
     @app.get("/health", tags=["operations"], summary="The gateway is up")
     async def health() -> dict[str, str]:
@@ -328,4 +339,4 @@ def gateway_in_process(system: System, runtimes: Mapping[str, Runtime], **option
     """
     rate_limit = options.pop("rate_limit", None)
     upstreams = {name: Upstream.in_process(create_app(runtime, **options)) for name, runtime in runtimes.items()}
-    return create_gateway(system, upstreams, auth=options.get("auth"), rate_limit=rate_limit)
+    return create_gateway(system, upstreams, auth=options.get("auth"), rate_limit=rate_limit, console=runtimes)

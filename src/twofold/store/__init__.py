@@ -24,6 +24,7 @@ __all__ = [
     "ExpectedVersion",
     "NewEvent",
     "StoredEvent",
+    "StreamSummary",
     "StreamWrite",
     "category_of",
     "check_expected_version",
@@ -75,6 +76,21 @@ class StoredEvent:
     data: Mapping[str, Any]
     metadata: Mapping[str, Any]
     recorded_at: datetime
+
+    @property
+    def category(self) -> str:
+        return category_of(self.stream_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    """One stream as a listing shows it: how far it has got, where its events sit in the global order."""
+
+    stream_id: str
+    version: int
+    first_position: int
+    last_position: int
+    last_recorded_at: datetime
 
     @property
     def category(self) -> str:
@@ -178,6 +194,19 @@ class EventStore(Protocol):
         types: Collection[str] | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Catch up from ``from_position``, then follow new events live, forever."""
+        ...
+
+    async def streams(
+        self, *, category: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        """Up to ``limit`` streams in stream id order, those after ``after`` only (a page's last id gives the next).
+
+        Only events a reader can see count: a stream appears once its first event has a position.
+        """
+        ...
+
+    def read_correlated(self, correlation_id: str) -> AsyncIterator[StoredEvent]:
+        """Stream every event whose metadata ``correlation_id`` is this one, in global order."""
         ...
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:

@@ -138,12 +138,18 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
-    # Migration 4: one secret key per subject, for its personal fields (twofold.personal);
+    # Migration 5: one secret key per subject, for its personal fields (twofold.personal);
     # deleting the row forgets them.
     """
     CREATE TABLE subject_keys (
         subject text  PRIMARY KEY,
         key     bytea NOT NULL
     );
+    """,
+    # Migration 6: indexes for inspection - a category's streams, listed by id, and a correlation's
+    # events. The expression is spelt as READ_CORRELATED spells it, or the planner would not use it.
+    """
+    CREATE INDEX IF NOT EXISTS events_by_category_stream ON events (category, stream_id);
+    CREATE INDEX IF NOT EXISTS events_by_correlation ON events ((metadata ->> 'correlation_id'), position);
     """,
 )

@@ -12,7 +12,9 @@ from twofold.personal import new_key
 from twofold.store import (
     AppendResult,
     StoredEvent,
+    StreamSummary,
     StreamWrite,
+    category_of,
     check_expected_version,
     validate_writes,
 )
@@ -103,6 +105,21 @@ class MemoryEventStore(EventStoreBase):
                 yield event
                 remaining = None if remaining is None else remaining - 1
 
+    async def streams(
+        self, *, category: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        chosen = sorted(
+            stream_id
+            for stream_id in self._streams
+            if (after is None or stream_id > after) and (category is None or category_of(stream_id) == category)
+        )
+        return [_summary(self._streams[stream_id]) for stream_id in chosen[: max(limit, 0)]]
+
+    async def read_correlated(self, correlation_id: str) -> AsyncIterator[StoredEvent]:
+        for event in self._events:
+            if event.metadata.get("correlation_id") == correlation_id:
+                yield event
+
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         return await self._notifier.wait(after_position, timeout)
 
@@ -128,3 +145,8 @@ class MemoryEventStore(EventStoreBase):
 
     async def forget_subject(self, subject: str) -> None:
         self._keys.pop(subject, None)
+
+
+def _summary(stream: list[StoredEvent]) -> StreamSummary:
+    first, last = stream[0], stream[-1]
+    return StreamSummary(first.stream_id, last.version, first.position, last.position, last.recorded_at)

@@ -39,6 +39,7 @@ from twofold.store import (
     AppendResult,
     ExpectedVersion,
     StoredEvent,
+    StreamSummary,
     StreamWrite,
     _json,
     category_of,
@@ -82,6 +83,34 @@ WHERE position >= $1
   AND ($2::text[] IS NULL OR category = ANY($2))
   AND ($3::text[] IS NULL OR type = ANY($3))
 ORDER BY position LIMIT $4
+"""
+# A stream listing never scans events: each step of the recursion jumps to the next stream id in
+# the (stream_id, version) index, or in (category, stream_id) for one category (a loose index scan,
+# which PostgreSQL does not do by itself), and each stream's first and last numbered events are
+# looked up by (stream_id, version). Unnumbered events are not yet readable, so they do not count.
+_STREAM_PAGE = """
+WITH RECURSIVE ids(stream_id, n) AS (
+    SELECT ({next_id} $1::text), 1
+    UNION ALL
+    SELECT ({next_id} ids.stream_id), n + 1 FROM ids WHERE ids.stream_id IS NOT NULL AND n < $2
+)
+SELECT ids.stream_id, last.version, first.position, last.position, last.recorded_at
+FROM ids
+JOIN events AS first ON first.stream_id = ids.stream_id AND first.version = 1
+CROSS JOIN LATERAL (
+    SELECT e.version, e.position, e.recorded_at FROM events AS e
+    WHERE e.stream_id = ids.stream_id AND e.position IS NOT NULL ORDER BY e.version DESC LIMIT 1
+) AS last
+WHERE first.position IS NOT NULL
+ORDER BY ids.stream_id
+"""
+STREAMS = _STREAM_PAGE.format(next_id="SELECT min(stream_id) FROM events WHERE position IS NOT NULL AND stream_id >")
+STREAMS_OF_CATEGORY = _STREAM_PAGE.format(
+    next_id="SELECT min(stream_id) FROM events WHERE category = $3 AND position IS NOT NULL AND stream_id >"
+)
+READ_CORRELATED = f"""
+SELECT {COLUMNS} FROM events
+WHERE metadata ->> 'correlation_id' = $1 AND position > $2 ORDER BY position LIMIT $3
 """
 
 FIND_KEYS = "SELECT subject, key FROM subject_keys WHERE subject = ANY($1::text[])"
@@ -245,6 +274,27 @@ class PostgresEventStore(EventStoreBase):
                 return
             position = page[-1]["position"] + 1
             remaining = None if remaining is None else remaining - len(page)
+
+    async def streams(
+        self, *, category: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        if limit <= 0:
+            return []
+        if category is None:
+            rows = await self._fetch(STREAMS, after or "", limit)
+        else:
+            rows = await self._fetch(STREAMS_OF_CATEGORY, after or "", limit, category)
+        return [StreamSummary(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def read_correlated(self, correlation_id: str) -> AsyncIterator[StoredEvent]:
+        position = 0
+        while True:
+            page = await self._fetch(READ_CORRELATED, correlation_id, position, PAGE_SIZE)
+            for row in page:
+                yield _decode(row)
+            if len(page) < PAGE_SIZE:
+                return
+            position = page[-1]["position"]
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         # NOTIFY wakes waiters within milliseconds of a sequencing step; a poll that also numbers

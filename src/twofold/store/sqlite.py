@@ -32,6 +32,7 @@ from twofold.store import (
     AppendResult,
     NewEvent,
     StoredEvent,
+    StreamSummary,
     StreamWrite,
     _json,
     category_of,
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream_id, version)
 );
 CREATE INDEX IF NOT EXISTS events_by_category ON events (category, position);
+-- For inspection: listing a category's streams, and a correlation's events. IF NOT EXISTS, and
+-- this script runs at every open, so an older file gets them the first time a newer twofold opens it.
+CREATE INDEX IF NOT EXISTS events_by_category_stream ON events (category, stream_id);
+CREATE INDEX IF NOT EXISTS events_by_correlation ON events (json_extract(metadata, '$.correlation_id'), position);
 CREATE TABLE IF NOT EXISTS commands (
     command_id     TEXT    PRIMARY KEY,
     versions       TEXT    NOT NULL,
@@ -97,6 +102,31 @@ FIND_KEYS = "SELECT subject, key FROM subject_keys WHERE subject IN (SELECT valu
 # A concurrent writer may have made a subject's key first: its key stands, never replaced.
 INSERT_KEY = "INSERT INTO subject_keys (subject, key) VALUES (?, ?) ON CONFLICT (subject) DO NOTHING"
 DELETE_KEY = "DELETE FROM subject_keys WHERE subject = ?"
+# A stream listing never scans events: each step of the recursion jumps to the next stream id in
+# the (stream_id, version) index, or in (category, stream_id) for one category (a loose index scan),
+# and each stream's first and last events are looked up by (stream_id, version).
+_STREAM_PAGE = """
+WITH RECURSIVE ids(stream_id, n) AS (
+    SELECT ({next_id} ?1), 1
+    UNION ALL
+    SELECT ({next_id} ids.stream_id), n + 1 FROM ids WHERE ids.stream_id IS NOT NULL AND n < ?3
+)
+SELECT ids.stream_id, last.version, first.position, last.position, last.recorded_at
+FROM ids
+JOIN events AS first ON first.stream_id = ids.stream_id AND first.version = 1
+JOIN events AS last ON last.stream_id = ids.stream_id
+    AND last.version = (SELECT max(version) FROM events WHERE stream_id = ids.stream_id)
+ORDER BY ids.stream_id
+"""
+STREAMS = _STREAM_PAGE.format(next_id="SELECT min(stream_id) FROM events WHERE stream_id >")
+STREAMS_OF_CATEGORY = _STREAM_PAGE.format(
+    next_id="SELECT min(stream_id) FROM events WHERE category = ?2 AND stream_id >"
+)
+# The expression is spelt exactly as in events_by_correlation, or SQLite would not use the index.
+READ_CORRELATED = f"""
+SELECT {COLUMNS} FROM events
+WHERE json_extract(metadata, '$.correlation_id') = ? AND position > ? ORDER BY position LIMIT ?
+"""
 
 PAGE_SIZE = 500
 POLL_INTERVAL = 0.05  # seconds between checks for commits made by other processes
@@ -227,6 +257,25 @@ class SQLiteEventStore(EventStoreBase):
             position = page[-1].position + 1
             remaining = None if remaining is None else remaining - len(page)
 
+    async def streams(
+        self, *, category: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        if limit <= 0:
+            return []
+        sql = STREAMS if category is None else STREAMS_OF_CATEGORY
+        rows = await self._threads.read(_rows, sql, (after or "", category, limit))
+        return [StreamSummary(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
+
+    async def read_correlated(self, correlation_id: str) -> AsyncIterator[StoredEvent]:
+        position = 0
+        while True:
+            page = await self._threads.read(_fetch, READ_CORRELATED, (correlation_id, position, PAGE_SIZE))
+            for event in page:
+                yield event
+            if len(page) < PAGE_SIZE:
+                return
+            position = page[-1].position
+
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         # The notifier knows the head as of opening plus every append from this process, and wakes
         # waiters at once; other processes' appends are found by reading the head every poll.
@@ -321,6 +370,10 @@ def _decode(row: Row) -> StoredEvent:
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[StoredEvent]:
     return [_decode(row) for row in conn.execute(sql, params)]
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Row]:
+    return conn.execute(sql, params).fetchall()
 
 
 def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:

@@ -20,13 +20,14 @@ import pytest
 
 from twofold.store import EventStore
 from twofold.testing.contracts._following import FollowingContract
+from twofold.testing.contracts._inspecting import InspectingContract
 from twofold.testing.contracts._reading import ReadingContract
 from twofold.testing.contracts._writing import WritingContract
 
 __all__ = ["EventStoreContract"]
 
 
-class EventStoreContract(WritingContract, ReadingContract, FollowingContract):
+class EventStoreContract(WritingContract, ReadingContract, FollowingContract, InspectingContract):
     """Tests every :class:`~twofold.store.EventStore` must pass. Subclass it and override ``store``."""
 
     @pytest.fixture
