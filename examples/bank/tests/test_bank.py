@@ -134,9 +134,17 @@ async def test_a_withdrawal_may_use_the_overdraft_but_never_go_past_it(bank: Ban
 async def test_concurrent_withdrawals_never_take_an_account_below_its_limit(bank: Bank) -> None:
     await bank.open("a-1", deposit="100.00")
 
-    answers = await asyncio.gather(*(bank.command("Withdraw", account_id="a-1", amount="10.00") for _ in range(16)))
+    async def withdraw() -> httpx.Response:
+        """As a client should: a concurrency conflict (the account moved on while deciding) is tried again."""
+        while True:
+            answer = await bank.command("Withdraw", account_id="a-1", amount="10.00")
+            if answer.status_code != 409 or answer.json()["type"] != "urn:twofold:problem:concurrency":
+                return answer
+
+    answers = await asyncio.gather(*(withdraw() for _ in range(16)))
 
     assert sorted(a.status_code for a in answers) == [200] * 10 + [409] * 6
+    assert {a.json()["type"] for a in answers if a.status_code == 409} == {"urn:twofold:problem:rejected"}
     assert await bank.balance("a-1") == Decimal("0.00")
 
 
