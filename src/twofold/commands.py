@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from twofold.aggregate import SNAPSHOT_CATEGORY, Aggregate
 from twofold.errors import AccessDenied, ConcurrencyError, NotFound, StoreError
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster
+from twofold.observability import trace_context
 from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
 
 __all__ = ["SNAPSHOT_TYPE", "CommandDispatcher", "CommandHandler", "CommandResult", "UnitOfWork", "snapshot_stream"]
@@ -178,6 +179,7 @@ class UnitOfWork:
             "causation_id": envelope.message_id,
             "principal": envelope.principal,
             "tenant": envelope.tenant,
+            **trace_context(),  # the command's span: what the events cause continues its trace
         }
 
 

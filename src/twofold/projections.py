@@ -27,6 +27,7 @@ from twofold._notify import Notifier
 from twofold.aggregate import event_types_of
 from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
+from twofold.observability import projection_span
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
@@ -196,17 +197,24 @@ class ProjectionRunner:
         page = [e for e in page if e.position > self.position]
         if not page:
             return
+        handled = [record for record in page if record.type in self._types]
+        if handled:  # a span only for pages with work in them: every projection reads every event
+            with projection_span(self.name, handled):
+                await self._apply(page, handled)
+        else:
+            await self._apply(page, handled)
+        self.last_progress = utc_now()
+        self._notifier.announce(page[-1].position)
+
+    async def _apply(self, page: Sequence[StoredEvent], handled: Sequence[StoredEvent]) -> None:
         by_tenant: dict[str | None, list[StoredEvent]] = {}
-        for record in page:
-            if record.type in self._types:
-                by_tenant.setdefault(record.metadata.get("tenant"), []).append(record)
+        for record in handled:
+            by_tenant.setdefault(record.metadata.get("tenant"), []).append(record)
         for tenant, records in by_tenant.items():
             if tenant is not None:
                 await self._apply_for_tenant(tenant, records)
         untenanted = self._applying(by_tenant.get(None, []))
         await self._read_store.transact(self.name, untenanted, expected=self.position, position=page[-1].position)
-        self.last_progress = utc_now()
-        self._notifier.announce(page[-1].position)
 
     async def _apply_for_tenant(self, tenant: str, records: list[StoredEvent]) -> None:
         """Apply a tenant's events of the page in its own store, skipping what that store has applied.

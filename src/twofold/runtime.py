@@ -24,6 +24,7 @@ from twofold.commands import CommandDispatcher, CommandResult
 from twofold.errors import AccessDenied, ConfigurationError, DomainError, InvalidMessage, NotFound
 from twofold.health import Progress
 from twofold.messages import Command, Envelope, Query, new_id, parse
+from twofold.observability import command_span, handling
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
 from twofold.readmodels import ReadStore
@@ -111,12 +112,14 @@ class Runtime:
         async with self._lock:
             if self._started:
                 return
-            for runner in self.runners.values():
-                await runner.start()
-            for saga in self.sagas.values():
-                await saga.start()
-            for worker in self.workers:
-                await worker.start()
+            # The tasks started here inherit the service's name, for the log lines they write.
+            with handling(service=self.service.name):
+                for runner in self.runners.values():
+                    await runner.start()
+                for saga in self.sagas.values():
+                    await saga.start()
+                for worker in self.workers:
+                    await worker.start()
             self._started = True
 
     async def stop(self) -> None:
@@ -155,8 +158,14 @@ class Runtime:
         causation_id: str | None = None,
         principal: str | None = None,
         tenant: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> CommandResult:
-        """Handle ``command`` once per ``command_id`` (a fresh id when left out), for ``principal`` and ``tenant``."""
+        """Handle ``command`` once per ``command_id`` (a fresh id when left out), for ``principal`` and ``tenant``.
+
+        Its span (``twofold.command <Type>``) continues the trace ``traceparent`` names, or the
+        current span's when it is left out.
+        """
         check_tenant(tenant)
         if self._commands is None:
             raise ConfigurationError("This runtime has no event store: give Runtime(store=...) to handle commands")
@@ -167,9 +176,12 @@ class Runtime:
             causation_id=causation_id,
             principal=principal,
             tenant=tenant,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
-        # An id made here was never recorded: the dispatcher need not look it up first.
-        return await self._commands.dispatch(envelope, new_id=not command_id)
+        with command_span(self.service.name, envelope):
+            # An id made here was never recorded: the dispatcher need not look it up first.
+            return await self._commands.dispatch(envelope, new_id=not command_id)
 
     async def send(self, service: str | None, envelope: Envelope[Command]) -> None:
         """Deliver a command a saga sent: to this service (``None`` or its own name), or over the bus."""
@@ -198,6 +210,8 @@ class Runtime:
                 causation_id=envelope.causation_id,
                 principal=envelope.principal,
                 tenant=envelope.tenant,
+                traceparent=envelope.traceparent,
+                tracestate=envelope.tracestate,
             )
         except (AccessDenied, DomainError, InvalidMessage, NotFound) as exc:
             log.warning("%s refused %s %s: %s", self.service.name, envelope.type_name, envelope.message_id, exc)

@@ -31,6 +31,7 @@ from pydantic import ConfigDict
 from twofold.errors import ConcurrencyError
 from twofold.health import Progress, progress_of
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster, utc_now
+from twofold.observability import handling, reaction_span, trace_context
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.sagas import Actions, Saga, SentCommand, Timeout, stream_of
 from twofold.store import NO_STREAM, EventStore, NewEvent, StoredEvent
@@ -116,6 +117,7 @@ class SagaRunner:
         # it: when catch_up returns, no reaction of this runner is half done, its sends included.
         self._busy = asyncio.Lock()
         self.position = 0
+        self.reactions = 0  # triggers and deadlines this runner has handled, for /metrics
         self.failures = 0
         self.last_error: str | None = None
         self.last_progress = utc_now()
@@ -224,8 +226,28 @@ class SagaRunner:
         return self._state_of(instance, records[-1])
 
     async def _react(self, instance: str, message: Event, trigger: StoredEvent | None) -> SagaState:
-        """React once per trigger: reuse the recorded reaction if there is one, then send its commands."""
+        """React once per trigger: reuse the recorded reaction if there is one, then send its commands.
+
+        A deadline has no trigger: its span continues the trace of the instance's latest reaction.
+        """
         reaction_id = _reaction_id(self.saga.name, instance, message, trigger)
+        cause = trigger.metadata if trigger is not None else await self._latest_metadata(instance)
+        causation = trigger.event_id if trigger is not None else reaction_id
+        with (
+            reaction_span(self.saga.name, instance, cause, message.type_name),
+            handling(command_id=reaction_id, causation_id=causation),
+        ):
+            state = await self._reaction(instance, message, trigger, reaction_id)
+        self.reactions += 1
+        return state
+
+    async def _latest_metadata(self, instance: str) -> Mapping[str, Any]:
+        current = await self.state(instance)
+        return current.metadata if current is not None else {}
+
+    async def _reaction(
+        self, instance: str, message: Event, trigger: StoredEvent | None, reaction_id: str
+    ) -> SagaState:
         recorded = await self._store.command_result(reaction_id)
         for _ in range(MAX_ATTEMPTS):
             if recorded is not None:
@@ -283,6 +305,8 @@ class SagaRunner:
             causation_id=reaction.event_id,
             principal=metadata.get("principal"),
             tenant=metadata.get("tenant"),
+            traceparent=metadata.get("traceparent"),  # the reaction's span, as recorded: a resend stays in it
+            tracestate=metadata.get("tracestate"),
         )
         await self._send(sent.service, envelope)
 
@@ -370,6 +394,7 @@ def _metadata_of(trigger: StoredEvent | None, reaction_id: str, current: SagaSta
         "causation_id": trigger.event_id if trigger is not None else reaction_id,
         "principal": source.get("principal"),
         "tenant": source.get("tenant"),
+        **trace_context(),  # the reaction's span: the commands it sends continue its trace
     }
 
 
