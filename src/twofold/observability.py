@@ -130,6 +130,7 @@ def command_span(service: str, envelope: Envelope[Command]) -> Iterator[Span]:
         "twofold.command.id": envelope.message_id,
         "twofold.command.type": envelope.type_name,
         "twofold.correlation_id": envelope.correlation_id,
+        "twofold.causation_id": envelope.causation_id or "",
         "twofold.principal": envelope.principal or "",
         "twofold.tenant": envelope.tenant or "",
     }

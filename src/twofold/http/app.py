@@ -33,7 +33,7 @@ from twofold.http.problems import PROBLEM_SCHEMA, install, problem
 from twofold.http.queries import query_router
 from twofold.http.ratelimit import CommandRateLimit, RateLimiter
 from twofold.http.sagas import saga_router
-from twofold.http.tracing import RequestSpans
+from twofold.http.tracing import RequestSpans, without_native_spans
 from twofold.messages import Command
 from twofold.projections import ProjectionRunner
 from twofold.runtime import Runtime
@@ -92,6 +92,7 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        **without_native_spans(),
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)

@@ -44,7 +44,7 @@ from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE
 from twofold.http.problems import install, problem
 from twofold.http.ratelimit import CommandRateLimit, RateLimiter
-from twofold.http.tracing import RequestSpans
+from twofold.http.tracing import RequestSpans, without_native_spans
 from twofold.observability import TRACE_FIELDS, trace_context
 from twofold.runtime import Runtime
 from twofold.system import System
@@ -132,7 +132,12 @@ def create_gateway(
 
     # The OpenAPI document and its docs page are the gateway's own routes, merged from the services'.
     app = FastAPI(
-        title=f"{system.name} API", description=system.description, lifespan=lifespan, openapi_url=None, docs_url=None
+        title=f"{system.name} API",
+        description=system.description,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        **without_native_spans(),
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)

@@ -10,16 +10,32 @@ events' ``traceparent``, a gateway's forwarded request) is inside it.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twofold.observability import remote_context
 
-__all__ = ["RequestSpans"]
+__all__ = ["RequestSpans", "without_native_spans"]
 
 _TRACER = trace.get_tracer("twofold.http")
 _TRACE_HEADERS = {b"traceparent", b"tracestate"}
+
+
+def without_native_spans() -> dict[str, Any]:
+    """``FastAPI(...)`` keyword arguments that turn off the server spans recent FastAPI makes by itself.
+
+    Those appear only once an SDK is installed; :class:`RequestSpans` makes one span per request
+    whatever FastAPI's version, and passes a caller's trace context on even without an SDK. With
+    both, every request would have two server spans.
+    """
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        return {"telemetry": {"tracing": False, "operation_spans": False}}
+    return {}
 
 
 class RequestSpans:
