@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-__all__ = ["EXPORTERS", "configure", "configure_tracing", "traces_exporters"]
+__all__ = ["EXPORTERS", "configure", "configure_tracing", "tracer_provider", "traces_exporters"]
 
 EXPORTERS = ("otlp", "console")
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -67,7 +67,15 @@ def traces_exporters(environ: Mapping[str, str]) -> list[str]:
 
 
 def configure_tracing(environ: Mapping[str, str], *, service: str, part: str) -> TracerProvider | None:
-    """Install a tracer provider exporting in batches to what the environment names; ``None`` if it names nothing."""
+    """Install the provider :func:`tracer_provider` makes as this process's; ``None`` when there is none to install."""
+    provider = tracer_provider(environ, service=service, part=part)
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer_provider(environ: Mapping[str, str], *, service: str, part: str) -> TracerProvider | None:
+    """A tracer provider exporting in batches to what the environment names; ``None`` if it names nothing."""
     exporters = traces_exporters(environ)
     if not exporters:
         return None
@@ -85,7 +93,6 @@ def configure_tracing(environ: Mapping[str, str], *, service: str, part: str) ->
     for exporter in exporters:
         # In batches, off the request path: a slow or absent collector never slows a command down.
         provider.add_span_processor(BatchSpanProcessor(_exporter(exporter)))
-    trace.set_tracer_provider(provider)
     return provider
 
 

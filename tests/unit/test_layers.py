@@ -76,9 +76,7 @@ def test_the_core_imports_no_backend_driver_or_web_framework(module: str) -> Non
     imported = imports_of(SOURCE / f"{module}.py")
     offending = sorted(m for m in imported if m.split(".")[0] in FORBIDDEN_IN_CORE)
     assert not offending, f"twofold.{module} imports {offending}"
-    beyond_api = sorted(
-        m for m in imported if m.startswith("opentelemetry.") and not m.startswith(OPENTELEMETRY_API)
-    )
+    beyond_api = sorted(m for m in imported if m.startswith("opentelemetry.") and not m.startswith(OPENTELEMETRY_API))
     assert not beyond_api, f"twofold.{module} imports {beyond_api}; the core may use OpenTelemetry's API only"
     inner = sorted(m for m in imported if m.startswith("twofold") and m not in CORE_MAY_IMPORT)
     assert not inner, f"twofold.{module} reaches outside the core: {inner}"
