@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from twofold.errors import ConcurrencyError
-from twofold.health import Progress, progress_of
+from twofold.health import Progress, Total, progress_of
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster, utc_now
 from twofold.observability import handling, reaction_span, trace_context
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
@@ -145,6 +145,9 @@ class SagaRunner:
 
     async def progress(self) -> Progress:
         return await progress_of(self.name, self._store, self.position, self.last_progress)
+
+    def totals(self) -> list[Total]:
+        return [Total("saga_reactions", {"saga": self.saga.name}, self.reactions)]
 
     async def catch_up(self) -> None:
         """React to every event committed so far, then return (for tests and tools)."""
@@ -503,6 +506,16 @@ def _instance_json(row: dict[str, Any], deadlines: dict[str, str]) -> dict[str, 
         "deadlines": deadlines,
         "updated_at": row["updated_at"],
     }
+
+
+async def saga_status_counts(read_store: ReadStore) -> dict[tuple[str, str], int]:
+    """How many instances each saga has in each status: ``{("checkout", "active"): 3, …}``."""
+
+    def read(db: Database) -> dict[tuple[str, str], int]:
+        rows = db.fetch_all("SELECT saga, status, COUNT(*) AS instances FROM twofold_sagas GROUP BY saga, status")
+        return {(row["saga"], row["status"]): int(row["instances"]) for row in rows}
+
+    return await read_store.read(read)
 
 
 async def ensure_saga_tables(read_store: ReadStore) -> None:

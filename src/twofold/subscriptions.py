@@ -152,6 +152,7 @@ class Importer:
         self._store = store
         self._types = service_event_types(service)
         self._decode_raw = decode_raw
+        self.imported = 0  # events this importer appended (duplicates not counted), for /metrics
 
     async def receive(self, record: StoredEvent, attempts: int = 1) -> Outcome:
         """Import one event of the source (``attempts``: how often it has been delivered, this time included)."""
@@ -166,7 +167,9 @@ class Importer:
             return []
         records = [record for record, _ in deliveries]
         with import_span(self.source, records), handling(source=self.source):
-            return await self._receive_many(deliveries)
+            outcomes = await self._receive_many(deliveries)
+        self.imported += outcomes.count(Outcome.IMPORTED)
+        return outcomes
 
     async def _receive_many(self, deliveries: Sequence[tuple[StoredEvent, int]]) -> list[Outcome]:
         parked = await self.dead_letters.parked_streams(self.source)

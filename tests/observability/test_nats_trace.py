@@ -9,6 +9,7 @@ from opentelemetry.trace import SpanKind
 
 from tests.broker.test_async_commands import command_api, queued, shop_service, status_until
 from tests.broker.test_consumer import Pair, eventually
+from tests.http.test_operations import metric
 from tests.monolith.messages import AddProduct
 from tests.observability.conftest import Spans, parent_of, span_id
 from twofold.broker.cloudevents import decode
@@ -83,6 +84,10 @@ async def test_an_asynchronous_command_runs_in_the_trace_of_the_request_that_que
         accepted = await queued(api, "AddProduct", {"sku": "A-1", "name": "Mug", "price": "1.50"}, **headers)
         await status_until(api, accepted["status_url"], "succeeded")
         (event,) = await api.events()
+        worker = f"twofold.commands.{api.runtime.service.name}"
+        metrics = (await api.client.get("/metrics")).text
+    assert metric(metrics, "twofold_async_commands_total", worker=worker, outcome="succeeded") == 1
+    assert metric(metrics, "twofold_async_commands_total", worker=worker, outcome="retried") == 0
     assert event.metadata["correlation_id"] == "conversation-2"
     assert event.metadata["causation_id"] == accepted["command_id"]
     (request,) = [s for s in spans.in_trace(TRACE_ID) if s.name == "POST /commands/AddProduct"]
