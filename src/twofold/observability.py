@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypedDict, cast
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -56,6 +56,7 @@ MAX_LINKS = 64  # links per batch span: enough to find the causes, bounded whate
 _TRACER = trace.get_tracer("twofold")
 _W3C = TraceContextTextMapPropagator()  # W3C whatever OTEL_PROPAGATORS says: the stored fields are named for it
 _NEW_TRACE = trace.set_span_in_context(trace.INVALID_SPAN)  # a parent that starts a trace of its own
+_NO_PROVIDER = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)  # what a process without an SDK has
 _LOG_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar("twofold_log_context", default={})  # noqa: B039 - never mutated
 _OUTCOMES = (
     (asyncio.CancelledError, "cancelled"),
@@ -101,14 +102,34 @@ def log_context() -> Mapping[str, str]:
     return _LOG_CONTEXT.get()
 
 
-@contextmanager
-def handling(**fields: str | None) -> Iterator[None]:
+class _Scope:
+    """Log fields and, when given, a remote trace context, current for the duration of a block.
+
+    A class rather than a generator: it is entered on every command, where a generator-based
+    context manager's overhead is a measurable share of a command's time.
+    """
+
+    __slots__ = ("_fields", "_log_token", "_parent", "_trace_token")
+
+    def __init__(self, fields: Mapping[str, str | None], parent: Context | None = None) -> None:
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+        self._parent = parent
+        self._trace_token: Token[Context] | None = None
+
+    def __enter__(self) -> None:
+        self._log_token = _LOG_CONTEXT.set({**_LOG_CONTEXT.get(), **self._fields})
+        if self._parent is not None:
+            self._trace_token = context.attach(self._parent)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._trace_token is not None:
+            context.detach(self._trace_token)
+        _LOG_CONTEXT.reset(self._log_token)
+
+
+def handling(**fields: str | None) -> AbstractContextManager[None]:
     """Add ``fields`` (those not ``None``) to the log context for the duration of the block."""
-    token = _LOG_CONTEXT.set({**_LOG_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _LOG_CONTEXT.reset(token)
+    return _Scope(fields)
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -117,14 +138,31 @@ def outcome_of(exc: BaseException) -> str:
     return next((label for cls, label in _OUTCOMES if isinstance(exc, cls)), "error")
 
 
-@contextmanager
-def command_span(service: str, envelope: Envelope[Command]) -> Iterator[Span]:
+def _tracing_installed() -> bool:
+    """Whether this process has a tracer provider of its own (the SDK's, usually).
+
+    Until it has, no span is made at all: a span from the API's no-op tracer records nothing but
+    still costs tens of microseconds of context managers. Trace context a message brought is made
+    current all the same, so that it flows on into events and the commands sagas send.
+    """
+    return not isinstance(trace.get_tracer_provider(), _NO_PROVIDER)
+
+
+def command_span(service: str, envelope: Envelope[Command]) -> AbstractContextManager[object]:
     """``twofold.command <Type>``: a child of the envelope's trace context, else of the current span.
 
     Its ``twofold.outcome`` is ``ok`` or what :func:`outcome_of` names; only ``error`` marks the
     span failed, since a refusal is an answer, not a fault.
     """
     parent = remote_context({"traceparent": envelope.traceparent, "tracestate": envelope.tracestate})
+    fields = {
+        "service": service,
+        "command_id": envelope.message_id,
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+    }
+    if not _tracing_installed():
+        return _Scope(fields, parent)
     attributes = {
         "twofold.service": service,
         "twofold.command.id": envelope.message_id,
@@ -134,79 +172,75 @@ def command_span(service: str, envelope: Envelope[Command]) -> Iterator[Span]:
         "twofold.principal": envelope.principal or "",
         "twofold.tenant": envelope.tenant or "",
     }
-    ids = {"command_id": envelope.message_id, "correlation_id": envelope.correlation_id}
-    with (
-        _TRACER.start_as_current_span(
-            f"twofold.command {envelope.type_name}",
-            context=parent,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span,
-        handling(service=service, causation_id=envelope.causation_id, **ids),
-        _outcome(span),
-    ):
-        yield span
+    return _span(f"twofold.command {envelope.type_name}", parent, SpanKind.INTERNAL, attributes, fields)
 
 
-@contextmanager
-def reaction_span(saga: str, instance: str, trigger: Mapping[str, Any], trigger_type: str) -> Iterator[Span]:
+def reaction_span(
+    saga: str, instance: str, trigger: Mapping[str, Any], trigger_type: str
+) -> AbstractContextManager[object]:
     """``twofold.saga <name>``: one reaction, a child of the trigger's context (``trigger``: its metadata).
 
     A deadline has no trigger event: pass the instance's latest reaction's metadata, so that what
     it sends stays in the same trace.
     """
+    parent = remote_context(trigger) or _NEW_TRACE
+    fields = {"correlation_id": trigger.get("correlation_id")}
+    if not _tracing_installed():
+        return _Scope(fields, parent)
     attributes = {"twofold.saga": saga, "twofold.saga.instance": instance, "twofold.saga.trigger": trigger_type}
-    with (
-        _TRACER.start_as_current_span(
-            f"twofold.saga {saga}",
-            context=remote_context(trigger) or _NEW_TRACE,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span,
-        handling(correlation_id=trigger.get("correlation_id")),
-        _outcome(span),
-    ):
-        yield span
+    return _span(f"twofold.saga {saga}", parent, SpanKind.INTERNAL, attributes, fields)
 
 
-def projection_span(projection: str, records: Sequence[StoredEvent]) -> AbstractContextManager[Span]:
+def projection_span(projection: str, records: Sequence[StoredEvent]) -> AbstractContextManager[object]:
     """``twofold.project <name>``: one page a projection applies (``records``: the events it handles)."""
     return _batch_span(f"twofold.project {projection}", records, SpanKind.INTERNAL, {"twofold.projection": projection})
 
 
-def import_span(source: str, records: Sequence[StoredEvent]) -> AbstractContextManager[Span]:
+def import_span(source: str, records: Sequence[StoredEvent]) -> AbstractContextManager[object]:
     """``twofold.import <source>``: one batch of another service's events imported into this one's store."""
     return _batch_span(f"twofold.import {source}", records, SpanKind.CONSUMER, {"twofold.source": source})
 
 
-@contextmanager
 def _batch_span(
     name: str, records: Sequence[StoredEvent], kind: SpanKind, attributes: dict[str, str]
-) -> Iterator[Span]:
+) -> AbstractContextManager[object]:
     """A span over a batch of events: a child of the first's trace context, linking the others' (up to ``MAX_LINKS``).
 
     Without trace context on the first, the batch starts a trace of its own: a runner's task
     must never become a child of whatever request happened to start it.
     """
-    parent = remote_context(records[0].metadata) if records else None
-    parent_span = trace.get_current_span(parent).get_span_context() if parent is not None else None
+    parent = (remote_context(records[0].metadata) if records else None) or _NEW_TRACE
+    if not _tracing_installed():
+        return _Scope({}, parent)
     span_attributes: dict[str, str | int] = {"twofold.events": len(records), **attributes}
     if records:
-        span_attributes.update(
-            {"twofold.position.first": records[0].position, "twofold.position.last": records[-1].position}
-        )
-    with _TRACER.start_as_current_span(
-        name,
-        context=parent or _NEW_TRACE,
-        kind=kind,
-        attributes=span_attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        if span.is_recording():  # links cost a parse each: only for a span that is kept
-            for link in _links(records, parent_span):
+        span_attributes["twofold.position.first"] = records[0].position
+        span_attributes["twofold.position.last"] = records[-1].position
+    return _span(name, parent, kind, span_attributes, {}, records)
+
+
+@contextmanager
+def _span(
+    name: str,
+    parent: Context | None,
+    kind: SpanKind,
+    attributes: Mapping[str, str | int],
+    fields: Mapping[str, str | None],
+    linked: Sequence[StoredEvent] = (),
+) -> Iterator[Span]:
+    with (
+        _TRACER.start_as_current_span(
+            name,
+            context=parent,
+            kind=kind,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span,
+        _Scope(fields),
+    ):
+        if linked and span.is_recording():  # links cost a parse each: only for a span that is kept
+            for link in _links(linked, trace.get_current_span(parent).get_span_context() if parent else None):
                 span.add_link(link)
         with _outcome(span):
             yield span
@@ -216,8 +250,8 @@ def _links(records: Sequence[StoredEvent], parent: SpanContext | None) -> Iterat
     seen = {parent.span_id} if parent is not None else set()
     parents = dict.fromkeys(r.metadata.get("traceparent") for r in records)  # one parse per distinct cause
     for traceparent in parents:
-        context = remote_context({"traceparent": traceparent})
-        linked = trace.get_current_span(context).get_span_context() if context is not None else None
+        context_of = remote_context({"traceparent": traceparent})
+        linked = trace.get_current_span(context_of).get_span_context() if context_of is not None else None
         if linked is not None and linked.is_valid and linked.span_id not in seen:
             seen.add(linked.span_id)
             yield linked
