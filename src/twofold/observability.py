@@ -1,14 +1,14 @@
 """Trace context and log context around what twofold handles: a command, a saga reaction, an import, a page.
 
-    with command_span("shop", envelope) as span:     # "twofold.command PlaceOrder"
-        ...                                          # events appended here carry its traceparent
-    trace_context()                                  # {"traceparent": "00-4bf9…-00f0…-01"} or {}
+    with command_span("shop", envelope):     # "twofold.command PlaceOrder"
+        ...                                  # events appended here carry its traceparent
+    trace_context()                          # {"traceparent": "00-4bf9…-00f0…-01"} or {}
 
-Only OpenTelemetry's API is used here. Until a process installs an SDK (``twofold.telemetry``
-does, in ``twofold serve``, from the standard ``OTEL_*`` variables), every span is a
-non-recording one: nothing is exported and a span costs about a microsecond, yet a trace context
-that arrived with a request still flows on into events, messages and the commands sagas send, so
-a collector further along sees one trace.
+Only OpenTelemetry's API is used here. Until a process installs a tracer provider
+(``twofold.telemetry`` does, in ``twofold serve``, from the standard ``OTEL_*`` variables), no
+span is made at all, yet a trace context that arrived with a request or a message is made
+current all the same and flows on into events, messages and the commands sagas send, so that a
+collector further along sees one trace.
 
 Trace context travels as W3C ``traceparent`` and ``tracestate`` strings: in event metadata, in
 command envelopes, as CloudEvents extensions and as NATS and HTTP headers. A span that handles a
@@ -48,6 +48,7 @@ __all__ = [
     "reaction_span",
     "remote_context",
     "trace_context",
+    "tracing_installed",
 ]
 
 TRACE_FIELDS = ("traceparent", "tracestate")  # the W3C trace context, as metadata keys and headers
@@ -138,7 +139,7 @@ def outcome_of(exc: BaseException) -> str:
     return next((label for cls, label in _OUTCOMES if isinstance(exc, cls)), "error")
 
 
-def _tracing_installed() -> bool:
+def tracing_installed() -> bool:
     """Whether this process has a tracer provider of its own (the SDK's, usually).
 
     Until it has, no span is made at all: a span from the API's no-op tracer records nothing but
@@ -161,7 +162,7 @@ def command_span(service: str, envelope: Envelope[Command]) -> AbstractContextMa
         "correlation_id": envelope.correlation_id,
         "causation_id": envelope.causation_id,
     }
-    if not _tracing_installed():
+    if not tracing_installed():
         return _Scope(fields, parent)
     attributes = {
         "twofold.service": service,
@@ -185,7 +186,7 @@ def reaction_span(
     """
     parent = remote_context(trigger) or _NEW_TRACE
     fields = {"correlation_id": trigger.get("correlation_id")}
-    if not _tracing_installed():
+    if not tracing_installed():
         return _Scope(fields, parent)
     attributes = {"twofold.saga": saga, "twofold.saga.instance": instance, "twofold.saga.trigger": trigger_type}
     return _span(f"twofold.saga {saga}", parent, SpanKind.INTERNAL, attributes, fields)
@@ -210,7 +211,7 @@ def _batch_span(
     must never become a child of whatever request happened to start it.
     """
     parent = (remote_context(records[0].metadata) if records else None) or _NEW_TRACE
-    if not _tracing_installed():
+    if not tracing_installed():
         return _Scope({}, parent)
     span_attributes: dict[str, str | int] = {"twofold.events": len(records), **attributes}
     if records:

@@ -155,14 +155,20 @@ async def test_correlation_causation_and_trace_context_reach_every_event_of_the_
 
 
 async def test_without_a_tracer_provider_a_requests_traceparent_still_reaches_the_events(
-    shop: tuple[httpx.AsyncClient, dict[str, Runtime]],
+    shop: tuple[httpx.AsyncClient, dict[str, Runtime]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # As in a process with no SDK, whatever an earlier test of this session installed.
+    for module in ("twofold.observability", "twofold.http.tracing"):
+        monkeypatch.setattr(f"{module}.tracing_installed", lambda: False)
     client, runtimes = shop
     await checkout(client, runtimes)
     events = await all_events(runtimes)
     placed = [e for e in events["orders"] if e.metadata.get("command_type") == "PlaceOrder"]
     assert placed
     assert all(e.metadata["traceparent"].split("-")[1] == f"{TRACE_ID:032x}" for e in placed)
+    confirmed = [e for e in events["orders"] if e.metadata.get("command_type") == "orders.ConfirmOrder"]
+    assert confirmed  # and on, through the saga's reactions and the commands they sent
+    assert all(e.metadata["traceparent"].split("-")[1] == f"{TRACE_ID:032x}" for e in confirmed)
     stocked = [e for e in events["inventory"] if e.metadata.get("command_type") == "ReceiveStock"]
     assert stocked
     assert all("traceparent" not in e.metadata for e in stocked)  # no trace came with it: none made up

@@ -14,11 +14,12 @@ import inspect
 from typing import Any
 
 from fastapi import FastAPI
-from opentelemetry import trace
+from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from twofold.observability import remote_context
+from twofold.observability import remote_context, tracing_installed
 
 __all__ = ["RequestSpans", "without_native_spans"]
 
@@ -39,7 +40,7 @@ def without_native_spans() -> dict[str, Any]:
 
 
 class RequestSpans:
-    """Pure ASGI middleware, so that a request with tracing off pays for one non-recording span only."""
+    """Pure ASGI middleware: with no tracer provider installed, a request pays for a header lookup only."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -49,6 +50,9 @@ class RequestSpans:
             await self.app(scope, receive, send)
             return
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS}
+        if not tracing_installed():  # no span to make, but the caller's trace context still flows on
+            await self._without_span(scope, receive, send, remote_context(carrier))
+            return
         method = scope["method"]
         attributes = {"http.request.method": method, "url.path": scope["path"]}
         with _TRACER.start_as_current_span(
@@ -70,3 +74,11 @@ class RequestSpans:
                 if route is not None and span.is_recording():
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
+
+    async def _without_span(self, scope: Scope, receive: Receive, send: Send, parent: Context | None) -> None:
+        token = context.attach(parent) if parent is not None else None
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if token is not None:
+                context.detach(token)
