@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import nats
 from opentelemetry.trace import SpanKind
 
+from tests.broker.consumer_app import orders_service
 from tests.broker.test_async_commands import command_api, queued, shop_service, status_until
-from tests.broker.test_consumer import Pair, eventually
+from tests.broker.test_consumer import eventually
 from tests.http.test_operations import metric
 from tests.monolith.messages import AddProduct
 from tests.observability.conftest import Spans, parent_of, span_id
 from twofold.broker.cloudevents import decode
 from twofold.broker.command_messages import decode_command
 from twofold.broker.commands import JetStreamCommandSender
+from twofold.broker.consumer import JetStreamConsumer
+from twofold.broker.nats import JetStreamRelay
 from twofold.broker.subjects import commands_stream, events_stream
 from twofold.messages import Envelope
+from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.store import NewEvent
+from twofold.store.sqlite import SQLiteEventStore
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SENDER_SPAN = 0xB7AD6B7169203331
@@ -33,31 +39,39 @@ CAUSE = {
 async def test_the_relay_publishes_the_trace_context_and_the_consumers_import_continues_it(
     tmp_path: Path, nats_url: str, spans: Spans
 ) -> None:
-    pair = Pair(tmp_path, nats_url)
+    source = f"tracedinv{uuid.uuid4().hex[:8]}"  # a stream and a consumer of this test's own on the shared server
+    source_store, source_read = SQLiteEventStore(tmp_path / "source.db"), SQLiteReadStore(tmp_path / "source-read.db")
+    store, read_store = SQLiteEventStore(tmp_path / "target.db"), SQLiteReadStore(tmp_path / "target-read.db")
+    relay = JetStreamRelay(source, source_store, source_read, nats_url)
+    service = orders_service(f"tracedord{source[-8:]}", source)
+    consumer = JetStreamConsumer(service, store, read_store, service.subscriptions[0], nats_url)
     try:
         data = {"sku": "A-1", "quantity": 1}
-        await pair.source_store.append("reservation-o-1", [NewEvent("inventory.StockReserved", data, CAUSE)])
-        await pair.relay.start()
-        await pair.consumer().start()
+        await source_store.append("reservation-o-1", [NewEvent("inventory.StockReserved", data, CAUSE)])
+        await relay.start()
+        await consumer.start()
 
         async def imported() -> bool:
-            return bool(await pair.imported())
+            return await store.head_position() == 1
 
         await eventually(imported, "the reservation imported")
         client = await nats.connect(nats_url)
         try:
-            message = await client.jetstream().get_msg(events_stream(pair.source), 1)
+            message = await client.jetstream().get_msg(events_stream(source), 1)
         finally:
             await client.close()
-        (imported_event,) = [e async for e in pair.store.read_stream(f"{pair.source}.reservation-o-1")]
+        (imported_event,) = [e async for e in store.read_stream(f"{source}.reservation-o-1")]
     finally:
-        await pair.close()
+        await consumer.stop()
+        await relay.stop()
+        for opened in (source_store, source_read, store, read_store):
+            await opened.close()
     assert message.headers is not None
     assert message.headers["traceparent"] == TRACEPARENT  # for NATS tools
     assert decode(message.data or b"").event.metadata["traceparent"] == TRACEPARENT  # the CloudEvent's extension
 
     assert {k: imported_event.metadata[k] for k in CAUSE} == CAUSE
-    (span,) = spans.named(f"twofold.import {pair.source}", TRACE_ID)
+    (span,) = spans.named(f"twofold.import {source}", TRACE_ID)
     assert (parent_of(span), span.kind) == (SENDER_SPAN, SpanKind.CONSUMER)
 
 

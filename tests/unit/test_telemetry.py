@@ -78,7 +78,7 @@ def test_a_json_log_line_is_one_object_with_the_ids_of_what_is_being_handled(
     configure_logging({"TWOFOLD_LOG_FORMAT": "json"})
     with handling(service="orders", command_id="c-1", correlation_id="r-1", causation_id=None):
         logging.getLogger("twofold.runtime").warning("orders refused %s", "PlaceOrder")
-    logging.getLogger("uvicorn.error").info("Started server process")  # uvicorn's lines too, outside any work
+    logging.getLogger("examples.shop").info("Started")  # any logger's lines, outside any work
 
     handled, outside = (json.loads(line) for line in capsys.readouterr().err.splitlines())
     assert handled.pop("time").endswith("Z")
