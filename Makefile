@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench token
+.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench bench-tracing token
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)  ## twofold beside eventsourcing and the raw drivers, SQLite and PostgreSQL; QUICK=1 short (docs/performance.md)
 	$(BIN)/python -m benchmarks.run $(if $(filter 1,$(QUICK)),--quick)
+
+bench-tracing: install  ## what tracing costs a command: append_per_command with tracing off and on (docs/observability.md)
+	$(BIN)/python -m benchmarks.tracing $(if $(filter 1,$(QUICK)),--quick)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

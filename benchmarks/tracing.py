@@ -1,6 +1,6 @@
 """What tracing costs a command: ``append_per_command`` (benchmarks/systems/twofold.py) with tracing off and on.
 
-    python -m benchmarks.tracing              # SQLite, 1 and 8 writers, median of 5 runs per figure
+    make bench-tracing                        # SQLite, 1 and 8 writers, median of 5 runs per figure
     python -m benchmarks.tracing --quick      # fewer commands, median of 3
 
 Each figure runs in a fresh process, off and on taking turns, so that neither warms the other up.
