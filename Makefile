@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench token
+.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench bench-tracing token
 
 CHROMIUM := /usr/bin/chromium
 # apt-get needs root: sudo when we are not. A machine where it cannot run fails here, loudly,
@@ -44,8 +44,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck  ## style, types, then the whole suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+JOBS ?= auto
+test: lint typecheck  ## style, types, then the whole suite, its files spread over the cores (JOBS=1: one process)
+	$(BIN)/pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 FUZZ_EXAMPLES ?= 500
 
@@ -60,6 +61,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)  ## twofold beside eventsourcing and the raw drivers, SQLite and PostgreSQL; QUICK=1 short (docs/performance.md)
 	$(BIN)/python -m benchmarks.run $(if $(filter 1,$(QUICK)),--quick)
+
+bench-tracing: install  ## what tracing costs a command: append_per_command with tracing off and on (docs/observability.md)
+	$(BIN)/python -m benchmarks.tracing $(if $(filter 1,$(QUICK)),--quick)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

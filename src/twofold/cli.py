@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 try:
     import typer
@@ -42,6 +42,7 @@ from twofold.config import (
     runtime_for,
 )
 from twofold.errors import ConfigurationError
+from twofold.logs import log_format
 from twofold.service import Service
 from twofold.system import System
 
@@ -174,8 +175,9 @@ def cluster(
             err=True,
         )
         auth = _authenticator(dict(os.environ), "127.0.0.1")
+        logging = _telemetry(dict(os.environ), system.name, "gateway")
         gateway = create_gateway(system, running.upstreams(), auth=auth, rate_limit=_rate_limiter(dict(os.environ)))
-        uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning")
+        uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning", **logging)
     typer.secho("twofold: stopped", err=True)
 
 
@@ -217,6 +219,7 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
 
     settings = _settings(service, environ)
     listen_host, listen_port = host or settings.host, port or settings.port
+    logging = _telemetry(environ, service.name, role)
     auth = _authenticator(environ, listen_host)
     rate_limit = _rate_limiter(environ)
     try:
@@ -240,7 +243,7 @@ def _serve(service: Service, role: str, host: str | None, port: int | None, envi
         fg="green",
         err=True,
     )
-    uvicorn.run(http, host=listen_host, port=listen_port, log_level="info")
+    uvicorn.run(http, host=listen_host, port=listen_port, log_level="info", **logging)
 
 
 def _serve_system(system: System, host: str | None, port: int | None, environ: dict[str, str]) -> None:
@@ -249,6 +252,7 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
 
     settings = _settings(system.services[0], environ)
     listen_host, listen_port = host or settings.host, port or settings.port
+    logging = _telemetry(environ, system.name, "all")
     auth = _authenticator(environ, listen_host)
     rate_limit = _rate_limiter(environ)
     try:
@@ -262,7 +266,20 @@ def _serve_system(system: System, host: str | None, port: int | None, environ: d
         own = Settings.from_env(service, service_environ(environ, service.name))
         typer.secho(f"  {service.name:<12} events: {own.database_url}, read models: {own.read_database_url}", err=True)
     gateway = gateway_in_process(system, runtimes, auth=auth, rate_limit=rate_limit)
-    uvicorn.run(gateway, host=listen_host, port=listen_port, log_level="info")
+    uvicorn.run(gateway, host=listen_host, port=listen_port, log_level="info", **logging)
+
+
+def _telemetry(environ: dict[str, str], service: str, part: str) -> dict[str, Any]:
+    """Set up trace export and the log format (docs/observability.md); return what uvicorn needs to follow it."""
+    from twofold.telemetry import configure
+
+    try:
+        configure(environ, service=service, part=part)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    # JSON: uvicorn's own loggers hand their records to the root logger's JSON handler, not to theirs.
+    return {"log_config": None} if log_format(environ) == "json" else {}
 
 
 def _settings(service: Service, environ: dict[str, str]) -> Settings:

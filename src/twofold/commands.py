@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from twofold.aggregate import SNAPSHOT_CATEGORY, Aggregate
 from twofold.errors import AccessDenied, ConcurrencyError, ConfigurationError, NotFound, StoreError
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster
+from twofold.observability import trace_context
 from twofold.personal import KeyStore, PersonalData
 from twofold.store import NO_STREAM, AppendResult, EventStore, NewEvent, StoredEvent, StreamWrite
 
@@ -203,6 +204,7 @@ class UnitOfWork:
             "causation_id": envelope.message_id,
             "principal": envelope.principal,
             "tenant": envelope.tenant,
+            **trace_context(),  # the command's span: what the events cause continues its trace
         }
 
 

@@ -8,7 +8,7 @@ an idle worker is healthy, a frozen loop with events waiting is not.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from twofold.store._follow import Followable
 
-__all__ = ["Progress", "progress_of"]
+__all__ = ["Progress", "Total", "progress_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,15 @@ class Progress:
         if self.lag == 0 or self.waiting_since is None:
             return 0.0
         return max((now - max(self.last_progress, self.waiting_since)).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    """A running count a worker keeps since its process started: ``/metrics`` shows it as ``twofold_<name>_total``."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: int
 
 
 async def progress_of(

@@ -167,6 +167,8 @@ class Envelope(Generic[M]):
 
     ``correlation_id`` ties together everything one request caused; ``causation_id`` is the id of
     the message that directly caused this one. Both default so that a first message starts a chain.
+    ``traceparent`` and ``tracestate`` are the W3C trace context of the span that sent it, if any:
+    the command's span continues that trace wherever the command is handled.
     """
 
     message: M
@@ -176,6 +178,8 @@ class Envelope(Generic[M]):
     principal: str | None = None
     tenant: str | None = None
     time: datetime = field(default_factory=utc_now)
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def __post_init__(self) -> None:
         if not self.correlation_id:

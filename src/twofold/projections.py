@@ -27,6 +27,7 @@ from twofold._notify import Notifier
 from twofold.aggregate import event_types_of
 from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
+from twofold.observability import projection_span
 from twofold.personal import KeyStore, PersonalData
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
@@ -205,17 +206,24 @@ class ProjectionRunner:
         page = [e for e in page if e.position > expected]
         if not page:
             return
+        handled = [record for record in page if record.type in self._types]
+        if handled:  # a span only for pages with work in them: every projection reads every event
+            with projection_span(self.name, handled):
+                await self._apply(page, handled, expected)
+        else:
+            await self._apply(page, handled, expected)
+        self.last_progress = utc_now()
+        self._notifier.announce(page[-1].position)
+
+    async def _apply(self, page: Sequence[StoredEvent], handled: Sequence[StoredEvent], expected: int) -> None:
         by_tenant: dict[str | None, list[StoredEvent]] = {}
-        handled = [r for r in page if r.type in self._types]
-        for record in await self._personal().open(handled, self._types):
+        for record in await self._personal().open(list(handled), self._types):
             by_tenant.setdefault(record.metadata.get("tenant"), []).append(record)
         for tenant, records in by_tenant.items():
             if tenant is not None:
                 await self._apply_for_tenant(tenant, records)
         untenanted = self._applying(by_tenant.get(None, []))
         await self._read_store.transact(self.name, untenanted, expected=expected, position=page[-1].position)
-        self.last_progress = utc_now()
-        self._notifier.announce(page[-1].position)
 
     def _personal(self) -> PersonalData:
         """Fresh for each page: a key forgotten since the last page is never read from a cache."""

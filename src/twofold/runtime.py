@@ -14,6 +14,7 @@ its stores close.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -24,6 +25,7 @@ from twofold.commands import CommandDispatcher, CommandResult
 from twofold.errors import AccessDenied, ConfigurationError, DomainError, InvalidMessage, NotFound
 from twofold.health import Progress
 from twofold.messages import Command, Envelope, Query, new_id, parse
+from twofold.observability import command_span, handling
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
 from twofold.readmodels import ReadStore
@@ -36,6 +38,8 @@ from twofold.tenancy import Tenancy, check_tenant
 __all__ = ["Runtime", "Worker"]
 
 log = logging.getLogger("twofold.runtime")
+
+REFUSALS = (AccessDenied, DomainError, InvalidMessage, NotFound)  # a sent command's answers, not faults
 
 
 class Worker(Protocol):
@@ -113,12 +117,14 @@ class Runtime:
         async with self._lock:
             if self._started:
                 return
-            for runner in self.runners.values():
-                await runner.start()
-            for saga in self.sagas.values():
-                await saga.start()
-            for worker in self.workers:
-                await worker.start()
+            # The tasks started here inherit the service's name, for the log lines they write.
+            with handling(service=self.service.name):
+                for runner in self.runners.values():
+                    await runner.start()
+                for saga in self.sagas.values():
+                    await saga.start()
+                for worker in self.workers:
+                    await worker.start()
             self._started = True
 
     async def stop(self) -> None:
@@ -157,11 +163,15 @@ class Runtime:
         causation_id: str | None = None,
         principal: str | None = None,
         tenant: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> CommandResult:
-        """Handle ``command`` once per ``command_id`` (a fresh id when left out), for ``principal`` and ``tenant``."""
+        """Handle ``command`` once per ``command_id`` (a fresh id when left out), for ``principal`` and ``tenant``.
+
+        Its span (``twofold.command <Type>``) continues the trace ``traceparent`` names, or the
+        current span's when it is left out.
+        """
         check_tenant(tenant)
-        if self._commands is None:
-            raise ConfigurationError("This runtime has no event store: give Runtime(store=...) to handle commands")
         envelope = Envelope(
             command,
             message_id=command_id or new_id(),
@@ -169,9 +179,17 @@ class Runtime:
             causation_id=causation_id,
             principal=principal,
             tenant=tenant,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
-        # An id made here was never recorded: the dispatcher need not look it up first.
-        return await self._commands.dispatch(envelope, new_id=not command_id)
+        with command_span(self.service.name, envelope):
+            # An id made here was never recorded: the dispatcher need not look it up first.
+            return await self._dispatch(envelope, new_id=not command_id)
+
+    async def _dispatch(self, envelope: Envelope[Command], *, new_id: bool) -> CommandResult:
+        if self._commands is None:
+            raise ConfigurationError("This runtime has no event store: give Runtime(store=...) to handle commands")
+        return await self._commands.dispatch(envelope, new_id=new_id)
 
     async def send(self, service: str | None, envelope: Envelope[Command]) -> None:
         """Deliver a command a saga sent: to this service (``None`` or its own name), or over the bus."""
@@ -187,22 +205,27 @@ class Runtime:
 
     async def receive(self, envelope: Envelope[Command]) -> None:
         """Handle a command another part sent, as a broker would deliver it: checked against this
-        service's own class, applied once per id, a refusal logged (the sender learns from events)."""
-        command_type = self.service.command_type(envelope.type_name)
+        service's own class, applied once per id, a refusal logged (the sender learns from events).
+
+        The refusal is logged inside the command's span, so that its log line names the span.
+        """
+        check_tenant(envelope.tenant)
         try:
-            if command_type is None:
-                raise NotFound(f"{self.service.name} has no command {envelope.type_name}")
-            command = parse(command_type, envelope.message.model_dump(mode="json"))
-            await self.execute(
-                command,
-                command_id=envelope.message_id,
-                correlation_id=envelope.correlation_id,
-                causation_id=envelope.causation_id,
-                principal=envelope.principal,
-                tenant=envelope.tenant,
-            )
-        except (AccessDenied, DomainError, InvalidMessage, NotFound) as exc:
-            log.warning("%s refused %s %s: %s", self.service.name, envelope.type_name, envelope.message_id, exc)
+            with command_span(self.service.name, envelope):
+                try:
+                    await self._dispatch(dataclasses.replace(envelope, message=self._parsed(envelope)), new_id=False)
+                except REFUSALS as exc:
+                    log.warning("%s refused %s %s: %s", self.service.name, envelope.type_name, envelope.message_id, exc)
+                    raise
+        except REFUSALS:
+            return
+
+    def _parsed(self, envelope: Envelope[Command]) -> Command:
+        """The command in this service's own class: a sender may hold only its name and fields."""
+        command_type = self.service.command_type(envelope.type_name)
+        if command_type is None:
+            raise NotFound(f"{self.service.name} has no command {envelope.type_name}")
+        return parse(command_type, envelope.message.model_dump(mode="json"))
 
     async def query(
         self, query: Query, *, min_position: int | None = None, timeout: float = 5.0, tenant: str | None = None

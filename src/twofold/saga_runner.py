@@ -29,8 +29,9 @@ from typing import Any
 from pydantic import ConfigDict
 
 from twofold.errors import ConcurrencyError
-from twofold.health import Progress, progress_of
+from twofold.health import Progress, Total, progress_of
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster, utc_now
+from twofold.observability import handling, reaction_span, trace_context
 from twofold.personal import KeyStore, PersonalData
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.sagas import Actions, Saga, SentCommand, Timeout, stream_of
@@ -117,6 +118,7 @@ class SagaRunner:
         # it: when catch_up returns, no reaction of this runner is half done, its sends included.
         self._busy = asyncio.Lock()
         self.position = 0
+        self.reactions = 0  # triggers and deadlines this runner has handled, for /metrics
         self.failures = 0
         self.last_error: str | None = None
         self.last_progress = utc_now()
@@ -144,6 +146,9 @@ class SagaRunner:
 
     async def progress(self) -> Progress:
         return await progress_of(self.name, self._store, self.position, self.last_progress)
+
+    def totals(self) -> list[Total]:
+        return [Total("saga_reactions", {"saga": self.saga.name}, self.reactions)]
 
     async def catch_up(self) -> None:
         """React to every event committed so far, then return (for tests and tools)."""
@@ -225,8 +230,28 @@ class SagaRunner:
         return self._state_of(instance, records[-1])
 
     async def _react(self, instance: str, message: Event, trigger: StoredEvent | None) -> SagaState:
-        """React once per trigger: reuse the recorded reaction if there is one, then send its commands."""
+        """React once per trigger: reuse the recorded reaction if there is one, then send its commands.
+
+        A deadline has no trigger: its span continues the trace of the instance's latest reaction.
+        """
         reaction_id = _reaction_id(self.saga.name, instance, message, trigger)
+        cause = trigger.metadata if trigger is not None else await self._latest_metadata(instance)
+        causation = trigger.event_id if trigger is not None else reaction_id
+        with (
+            reaction_span(self.saga.name, instance, cause, message.type_name),
+            handling(command_id=reaction_id, causation_id=causation),
+        ):
+            state = await self._reaction(instance, message, trigger, reaction_id)
+        self.reactions += 1
+        return state
+
+    async def _latest_metadata(self, instance: str) -> Mapping[str, Any]:
+        current = await self.state(instance)
+        return current.metadata if current is not None else {}
+
+    async def _reaction(
+        self, instance: str, message: Event, trigger: StoredEvent | None, reaction_id: str
+    ) -> SagaState:
         recorded = await self._store.command_result(reaction_id)
         for _ in range(MAX_ATTEMPTS):
             if recorded is not None:
@@ -284,6 +309,8 @@ class SagaRunner:
             causation_id=reaction.event_id,
             principal=metadata.get("principal"),
             tenant=metadata.get("tenant"),
+            traceparent=metadata.get("traceparent"),  # the reaction's span, as recorded: a resend stays in it
+            tracestate=metadata.get("tracestate"),
         )
         await self._send(sent.service, envelope)
 
@@ -371,6 +398,7 @@ def _metadata_of(trigger: StoredEvent | None, reaction_id: str, current: SagaSta
         "causation_id": trigger.event_id if trigger is not None else reaction_id,
         "principal": source.get("principal"),
         "tenant": source.get("tenant"),
+        **trace_context(),  # the reaction's span: the commands it sends continue its trace
     }
 
 
@@ -479,6 +507,16 @@ def _instance_json(row: dict[str, Any], deadlines: dict[str, str]) -> dict[str, 
         "deadlines": deadlines,
         "updated_at": row["updated_at"],
     }
+
+
+async def saga_status_counts(read_store: ReadStore) -> dict[tuple[str, str], int]:
+    """How many instances each saga has in each status: ``{("checkout", "active"): 3, …}``."""
+
+    def read(db: Database) -> dict[tuple[str, str], int]:
+        rows = db.fetch_all("SELECT saga, status, COUNT(*) AS instances FROM twofold_sagas GROUP BY saga, status")
+        return {(row["saga"], row["status"]): int(row["instances"]) for row in rows}
+
+    return await read_store.read(read)
 
 
 async def ensure_saga_tables(read_store: ReadStore) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from twofold.deadletters import UNREADABLE_STREAM, DeadLetter, DeadLetters
 from twofold.errors import ConcurrencyError
 from twofold.messages import Event, EventTypes
+from twofold.observability import handling, import_span
 from twofold.readmodels import ReadStore
 from twofold.store import NO_STREAM, EventStore, NewEvent, StoredEvent, StreamWrite
 
@@ -151,15 +152,26 @@ class Importer:
         self._store = store
         self._types = service_event_types(service)
         self._decode_raw = decode_raw
+        self.imported = 0  # events this importer appended (duplicates not counted), for /metrics
 
     async def receive(self, record: StoredEvent, attempts: int = 1) -> Outcome:
         """Import one event of the source (``attempts``: how often it has been delivered, this time included)."""
         return (await self.receive_many([(record, attempts)]))[0]
 
     async def receive_many(self, deliveries: Sequence[tuple[StoredEvent, int]]) -> list[Outcome]:
-        """Import consecutive deliveries in order; one transaction for all when nothing is amiss."""
+        """Import consecutive deliveries in order; one transaction for all when nothing is amiss.
+
+        The batch has a span, ``twofold.import <source>``, in the trace of its first event.
+        """
         if not deliveries:
             return []
+        records = [record for record, _ in deliveries]
+        with import_span(self.source, records), handling(source=self.source):
+            outcomes = await self._receive_many(deliveries)
+        self.imported += outcomes.count(Outcome.IMPORTED)
+        return outcomes
+
+    async def _receive_many(self, deliveries: Sequence[tuple[StoredEvent, int]]) -> list[Outcome]:
         parked = await self.dead_letters.parked_streams(self.source)
         errors = [self._invalid(record) for record, _ in deliveries]
         if not parked and not any(errors) and _consecutive([r for r, _ in deliveries]):

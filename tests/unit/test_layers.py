@@ -33,6 +33,7 @@ CORE = [
     "checking",
     "_tables",
     "inspection",
+    "observability",
 ]
 FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
 CORE_MAY_IMPORT = {
@@ -62,7 +63,11 @@ CORE_MAY_IMPORT = {
     "twofold.rebuilds",
     "twofold.checking",
     "twofold._tables",
+    "twofold.observability",
 }
+# OpenTelemetry's API only: without an SDK it records nothing and costs next to nothing, and it lets
+# a trace context flow through the core. The SDK and exporters are set up outside it (twofold.telemetry).
+OPENTELEMETRY_API = ("opentelemetry.trace", "opentelemetry.context")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -81,6 +86,8 @@ def test_the_core_imports_no_backend_driver_or_web_framework(module: str) -> Non
     imported = imports_of(SOURCE / f"{module}.py")
     offending = sorted(m for m in imported if m.split(".")[0] in FORBIDDEN_IN_CORE)
     assert not offending, f"twofold.{module} imports {offending}"
+    beyond_api = sorted(m for m in imported if m.startswith("opentelemetry.") and not m.startswith(OPENTELEMETRY_API))
+    assert not beyond_api, f"twofold.{module} imports {beyond_api}; the core may use OpenTelemetry's API only"
     inner = sorted(m for m in imported if m.startswith("twofold") and m not in CORE_MAY_IMPORT)
     assert not inner, f"twofold.{module} reaches outside the core: {inner}"
 

@@ -10,8 +10,10 @@
 ``id`` is the command id (also the message's ``Nats-Msg-Id``), ``type`` the command's type name,
 ``source`` who sent it (the command API's or a saga's service) and ``data`` the command's fields.
 The envelope's other fields travel as the same extension attributes events use: ``correlationid``,
-``causationid``, ``principal`` and ``tenant`` (left out when unset). Only the receiving service
-turns ``data`` into its command class, so a sender needs nothing but the type name and the JSON.
+``causationid``, ``principal``, ``tenant``, and ``traceparent`` and ``tracestate`` (the W3C trace
+context of the sender's span, CloudEvents' Distributed Tracing extension), left out when unset.
+Only the receiving service turns ``data`` into its command class, so a sender needs nothing but
+the type name and the JSON.
 Pure Python: no broker client is imported here.
 """
 
@@ -41,6 +43,8 @@ _ENVELOPE_ATTRIBUTES = {
     "causation_id": "causationid",
     "principal": "principal",
     "tenant": "tenant",
+    "traceparent": "traceparent",
+    "tracestate": "tracestate",
 }
 
 
@@ -57,6 +61,8 @@ class QueuedCommand:
     causation_id: str | None = None
     principal: str | None = None
     tenant: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def envelope_fields(self) -> dict[str, str | None]:
         """The keyword arguments of :meth:`twofold.Runtime.execute` other than the command."""
@@ -66,6 +72,8 @@ class QueuedCommand:
             "causation_id": self.causation_id,
             "principal": self.principal,
             "tenant": self.tenant,
+            "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
         }
 
 

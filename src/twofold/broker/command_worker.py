@@ -24,6 +24,7 @@ death has no second effect: the event store applies a command id once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -50,7 +51,7 @@ from twofold.errors import (
     StoreError,
     TwofoldError,
 )
-from twofold.health import Progress
+from twofold.health import Progress, Total
 from twofold.messages import Command, parse, utc_now
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class CommandWorker:
         self._stopping = False
         self._busy = False  # commands in hand
         self.handled = 0  # messages this worker finished with (acknowledged), whatever their outcome
+        self.outcomes: collections.Counter[str] = collections.Counter()  # succeeded, failed, retried: for /metrics
         self.position = 0  # the stream sequence before which every message is done with
         self.head = 0  # the stream's last sequence
         self.last_progress = utc_now()
@@ -152,6 +154,13 @@ class CommandWorker:
         if self.head <= self.position and self.running:
             self.last_progress = utc_now()  # nothing waiting is progress too: idle is not stuck
         return Progress(self.name, self.position, self.head, self.last_progress, self.waiting_since)
+
+    def totals(self) -> list[Total]:
+        """Commands taken off the queue since the process started, by outcome (``retried``: handed back for later)."""
+        return [
+            Total("async_commands", {"worker": self.name, "outcome": outcome}, self.outcomes[outcome])
+            for outcome in ("succeeded", "failed", "retried")
+        ]
 
     async def _read_queue(self) -> None:
         if self._connection.client is None or self._connection.client.is_closed:
@@ -244,13 +253,16 @@ class CommandWorker:
             if bad.command_id is not None:
                 await self._record(bad.command_id, CommandOutcome("failed", bad.error, bad.detail), bad.principal)
             await message.ack()
+            self.outcomes["failed"] += 1
             return True
         outcome = await self._execute(message, queued, command)
         if outcome is None:
             await message.nak(delay=self._retry_delay(message))
+            self.outcomes["retried"] += 1
             return False
         await self._record(queued.command_id, outcome, queued.principal)
         await message.ack()
+        self.outcomes[outcome.status] += 1
         return True
 
     def _read(self, message: Msg) -> tuple[QueuedCommand, Command]:

@@ -8,10 +8,11 @@
 
 A command goes to ``twofold.<service>.commands.<type>`` in the work-queue stream
 ``TWOFOLD_<SERVICE>_COMMANDS`` as a CloudEvent (:mod:`twofold.broker.command_messages`) with
-``Nats-Msg-Id`` = the command id, so a sender that sends again within the duplicate window
-(2 minutes) queues it once. Each message goes to one worker of a durable pull consumer; the worker
-runs it with :meth:`twofold.Runtime.execute` under its command id, records the outcome and only
-then acknowledges it. A worker that dies before acknowledging leaves the message to be delivered
+``Nats-Msg-Id`` = the command id (and ``traceparent``/``tracestate`` when the envelope has them),
+so a sender that sends again within the duplicate window (2 minutes) queues it once. Each message
+goes to one worker of a durable pull consumer; the worker runs it with
+:meth:`twofold.Runtime.execute` under its command id, records the outcome and only then
+acknowledges it. A worker that dies before acknowledging leaves the message to be delivered
 again; the event store records command ids, so running it again has no second effect.
 
 Outcomes are readable from every process of the service: a success is in the event store, and the
@@ -78,7 +79,7 @@ class JetStreamCommandSender:
     async def publish(self, service: str, envelope: Envelope[Command], *, message_id: str) -> api.PubAck:
         """Queue ``envelope`` with ``Nats-Msg-Id: message_id``; raises :class:`BrokerError` when it is not stored."""
         subject = commands_subject(service, envelope.type_name)
-        headers = {"Nats-Msg-Id": message_id, "Content-Type": CONTENT_TYPE}
+        headers = {"Nats-Msg-Id": message_id, "Content-Type": CONTENT_TYPE, **trace_headers(envelope)}
         try:
             js = await self.connection.jetstream()
             if service not in self._streams:
@@ -158,6 +159,12 @@ class JetStreamCommands:
             js = await self._sender.connection.jetstream()
             self._outcomes = await Outcomes.open(js, self.service_name, self._outcome_ttl)
         return self._outcomes
+
+
+def trace_headers(envelope: Envelope[Command]) -> dict[str, str]:
+    """The envelope's W3C trace context as headers, for tools that read headers rather than the CloudEvent."""
+    fields = {"traceparent": envelope.traceparent, "tracestate": envelope.tracestate}
+    return {name: value for name, value in fields.items() if value}
 
 
 def _why(exc: BaseException) -> str:

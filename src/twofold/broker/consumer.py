@@ -42,7 +42,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on what is inst
 from twofold.broker._fetch import fetch_promptly
 from twofold.broker.cloudevents import InvalidCloudEvent, decode
 from twofold.broker.subjects import events_filter, events_stream, subject_token
-from twofold.health import Progress
+from twofold.health import Progress, Total
 from twofold.messages import utc_now
 from twofold.readmodels import ReadStore
 from twofold.service import Service
@@ -183,6 +183,10 @@ class JetStreamConsumer:
             if self.running:
                 self.last_progress = utc_now()  # idle is not stuck
         return Progress(self.name, self.position, self.position + self.pending, self.last_progress, self._waiting_since)
+
+    def totals(self) -> list[Total]:
+        """Events imported since the process started (duplicates not counted)."""
+        return [Total("imported_events", {"worker": self.name, "source": self.importer.source}, self.importer.imported)]
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

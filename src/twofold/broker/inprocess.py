@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from twofold.health import Progress, progress_of
+from twofold.health import Progress, Total, progress_of
 from twofold.messages import utc_now
 from twofold.readmodels import Database, ReadStore
 from twofold.service import Service
@@ -104,6 +104,10 @@ class InProcessFeed:
             self.last_progress = utc_now()
             progress = dataclasses.replace(progress, last_progress=self.last_progress)
         return progress
+
+    def totals(self) -> list[Total]:
+        """Events imported since the process started (duplicates not counted)."""
+        return [Total("imported_events", {"worker": self.name, "source": self.importer.source}, self.importer.imported)]
 
     async def catch_up(self) -> None:
         """Import every subscribed event the source holds now, then return (for tests and tools)."""

@@ -8,7 +8,8 @@
 The event store is the outbox: nothing else is written when a command commits. Each event goes
 to ``twofold.<service>.events.<category>.<type>`` (see :mod:`twofold.broker.subjects`) in the
 stream ``TWOFOLD_<SERVICE>_EVENTS``, as a CloudEvent (:mod:`twofold.broker.cloudevents`), with
-header ``Nats-Msg-Id`` = the event id.
+header ``Nats-Msg-Id`` = the event id, and ``traceparent``/``tracestate`` when the event's metadata
+has them (the same trace context the CloudEvent carries as its Distributed Tracing extension).
 
 **Order.** Every publish carries ``Nats-Expected-Last-Sequence``: the stream sequence the
 previous event got (or will get). JetStream stores a message only if the stream's last sequence
@@ -52,6 +53,7 @@ from twofold.broker.subjects import events_filter, events_stream, events_subject
 from twofold.errors import BrokerError
 from twofold.health import Progress
 from twofold.messages import utc_now
+from twofold.observability import TRACE_FIELDS
 from twofold.readmodels import CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
@@ -267,6 +269,7 @@ class JetStreamRelay:
                     "Nats-Msg-Id": event.event_id,
                     "Nats-Expected-Last-Sequence": str(self._expected_sequence + offset),
                     "Content-Type": CONTENT_TYPE,
+                    **{name: value for name in TRACE_FIELDS if isinstance(value := event.metadata.get(name), str)},
                 }
                 subject = events_subject(self.service_name, event.category, event.type)
                 future = await self._publisher.publish(subject, encode(event, self.service_name), headers)

@@ -35,6 +35,7 @@ from twofold.http.problems import PROBLEM_SCHEMA, install, problem
 from twofold.http.queries import query_router
 from twofold.http.ratelimit import CommandRateLimit, RateLimiter
 from twofold.http.sagas import saga_router
+from twofold.http.tracing import RequestSpans, without_native_spans
 from twofold.messages import Command
 from twofold.projections import ProjectionRunner
 from twofold.runtime import Runtime
@@ -93,6 +94,7 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        **without_native_spans(),
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
@@ -100,7 +102,8 @@ def create_app(
         CommandRateLimit, limiter=rate_limit, on_limited=lambda _: metrics.rate_limited.labels(service.name).inc()
     )
     internal = [c.type_name for c in service.commands if c.internal]
-    app.add_middleware(Guard, auth=auth, internal=internal)  # added last, so it runs first: no body is read before it
+    app.add_middleware(Guard, auth=auth, internal=internal)  # added late, so it runs early: no body is read before it
+    app.add_middleware(RequestSpans)  # outermost: a refused request has its span too
     if commands and runtime.store is not None:
         app.include_router(command_router(runtime, background, metrics))
     if queries and runtime.read_store is not None:

@@ -30,6 +30,7 @@ from twofold.http.auth import ANONYMOUS, OPERATIONS_READ, Principal, check_polic
 from twofold.http.metrics import Metrics
 from twofold.http.problems import BadRequest, problem_responses
 from twofold.messages import Command, Envelope, new_id, parse
+from twofold.observability import trace_context
 from twofold.runtime import Runtime
 
 log = logging.getLogger("twofold.http")
@@ -86,6 +87,8 @@ class AsyncCommands:
                 causation_id=envelope.causation_id,
                 principal=envelope.principal,
                 tenant=envelope.tenant,
+                traceparent=envelope.traceparent,
+                tracestate=envelope.tracestate,
             )
         except TwofoldError as exc:
             self._fail(command_id, CommandOutcome("failed", type(exc).__name__, str(exc), principal=envelope.principal))
@@ -214,6 +217,7 @@ def _add_route(
                     correlation_id=envelope["correlation_id"] or "",
                     principal=principal.subject,
                     tenant=principal.tenant,
+                    **trace_context(),  # the request's span: wherever the command runs, it continues this trace
                 )
             )
             status_url = str(request.url_for("command_status", command_id=command_id).path)

@@ -16,6 +16,8 @@ against ``make run`` and ``make run-cluster``.
 With ``auth``, the gateway checks each request's token and scope as a service would, then forwards
 ``Authorization`` untouched, and every service checks it again: a service never trusts the gateway.
 With ``rate_limit``, it limits each principal's commands as a service would, before forwarding them.
+Each request has a span of the gateway's, and its ``traceparent`` goes to the service in place of
+the client's, so that the service's span is a child of the gateway's in the client's trace.
 """
 
 from __future__ import annotations
@@ -44,12 +46,15 @@ from twofold.http.limits import DEFAULT_BODY_LIMIT, BodyLimit
 from twofold.http.metrics import CONTENT_TYPE
 from twofold.http.problems import install, problem
 from twofold.http.ratelimit import CommandRateLimit, RateLimiter
+from twofold.http.tracing import RequestSpans, without_native_spans
+from twofold.observability import TRACE_FIELDS, trace_context
 from twofold.runtime import Runtime
 from twofold.system import System
 
 __all__ = ["Upstream", "create_gateway", "gateway_in_process"]
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+FORWARDED_APART = HOP_BY_HOP | set(TRACE_FIELDS)
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but HTAB, which a header may hold
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)  # above the longest read-your-writes wait a query may ask for
 
@@ -133,7 +138,12 @@ def create_gateway(
 
     # The OpenAPI document and its docs page are the gateway's own routes, merged from the services'.
     app = FastAPI(
-        title=f"{system.name} API", description=system.description, lifespan=lifespan, openapi_url=None, docs_url=None
+        title=f"{system.name} API",
+        description=system.description,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        **without_native_spans(),
     )
     install(app)
     app.add_middleware(BodyLimit, limit=body_limit)
@@ -152,6 +162,7 @@ def create_gateway(
     app.add_middleware(CommandRateLimit, limiter=rate_limit, on_limited=count_refusal)
     internal = [c.type_name for service in system.services for c in service.commands if c.internal]
     app.add_middleware(Guard, auth=auth, internal=internal)
+    app.add_middleware(RequestSpans)
 
     @app.post("/commands/{type_name}", include_in_schema=False)
     async def command(type_name: str, request: Request) -> Response:
@@ -255,7 +266,9 @@ def create_gateway(
 
 async def _forward(request: Request, client: httpx.AsyncClient, service: str, *, path: str | None = None) -> Response:
     # The bytes the client sent, not text: a non-ASCII value reaches the service as it was, to be judged there.
-    headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+    # The trace context is the gateway's own span's, so that the service's span is a child of it.
+    headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in FORWARDED_APART]
+    headers += [(k.encode(), str(v).encode()) for k, v in trace_context().items()]
     injected = next((k.decode("latin-1") for k, v in headers if _CONTROL.search(v)), None)
     if injected is not None:  # a CR or LF would start a header of its own on the wire to the service
         return problem(400, "Bad request", f"The {injected} header holds a control character", "bad-request")
