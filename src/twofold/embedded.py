@@ -15,6 +15,7 @@ Each service's stores may be set apart with ``TWOFOLD_<SERVICE>_DATABASE_URL`` a
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 
@@ -27,7 +28,9 @@ from twofold.service import Service
 from twofold.store import EventStore
 from twofold.system import System
 
-__all__ = ["embedded_runtimes", "service_environ"]
+__all__ = ["embedded_runtimes", "service_environ", "settle"]
+
+SETTLE_PAUSE = 0.02  # seconds between rounds: long enough for a feed to look at another service's appends
 
 
 def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
@@ -77,3 +80,26 @@ def _sources_first(system: System) -> list[Service]:
         placed.append(chosen)
         waiting.remove(chosen)
     return placed
+
+
+async def settle(runtimes: Mapping[str, Runtime], *, within: float = 30.0) -> None:
+    """Return once no service of an embedded system has anything left to do.
+
+    That is: every import feed has taken all its source holds, every projection and saga has
+    caught up, and a round of that moved no store on (a saga's reaction may send commands whose
+    events start another round). For tests and tools; a live system is never settled for long.
+    Raises ``TimeoutError`` when ``within`` seconds pass first.
+    """
+
+    async def heads() -> list[int]:
+        return [await r.store.head_position() for r in runtimes.values() if r.store is not None]
+
+    async with asyncio.timeout(within):
+        while True:
+            before = await heads()
+            for runtime in runtimes.values():
+                await runtime.catch_up()
+            feeds = [await worker.progress() for runtime in runtimes.values() for worker in runtime.workers]
+            if before == await heads() and all(feed.lag == 0 for feed in feeds):
+                return
+            await asyncio.sleep(SETTLE_PAUSE)

@@ -18,7 +18,7 @@ import pytest
 
 from examples.bank import bank as system
 from twofold import Runtime
-from twofold.embedded import embedded_runtimes
+from twofold.embedded import embedded_runtimes, settle
 from twofold.http.gateway import gateway_in_process
 from twofold.testing.servers import PostgresServer
 
@@ -73,18 +73,8 @@ class Bank:
             await asyncio.sleep(0.02)
 
     async def settled(self) -> None:
-        """Until the sagas and the fraud service have nothing left to do: every import feed has
-        taken all its source holds, and every projection and saga has caught up."""
-        for _ in range(500):
-            heads = [await r.store.head_position() for r in self.runtimes.values()]  # type: ignore[union-attr]
-            for runtime in self.runtimes.values():
-                await runtime.catch_up()
-            feeds = [await w.progress() for r in self.runtimes.values() for w in r.workers]
-            unchanged = heads == [await r.store.head_position() for r in self.runtimes.values()]  # type: ignore[union-attr]
-            if unchanged and all(f.lag == 0 for f in feeds):
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("the services never settled")
+        """Until the sagas and the fraud service have nothing left to do."""
+        await settle(self.runtimes)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

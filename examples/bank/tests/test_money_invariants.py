@@ -22,7 +22,7 @@ from examples.bank import bank
 from examples.bank.accounts import Deposit, FreezeAccount, OpenAccount, Withdraw
 from examples.bank.transfers import RequestTransfer
 from twofold import DomainError, Runtime
-from twofold.embedded import embedded_runtimes
+from twofold.embedded import embedded_runtimes, settle
 
 ACCOUNTS = {  # id: (currency, overdraft limit)
     "a": ("EUR", Decimal(0)),
@@ -112,20 +112,6 @@ async def check(runtimes: dict[str, Runtime], operations: list[Operation], freez
         if event.type == "transfers.TransferRequested":
             ends = [e.type async for e in transfers.store.read_stream(event.stream_id)][1:]
             assert ends in (["transfers.TransferCompleted"], ["transfers.TransferFailed"]), ends
-
-
-async def settle(runtimes: dict[str, Runtime]) -> None:
-    for _ in range(500):
-        heads = [await r.store.head_position() for r in runtimes.values()]  # type: ignore[union-attr]
-        for runtime in runtimes.values():
-            await runtime.catch_up()
-        feeds = [await w.progress() for r in runtimes.values() for w in r.workers]
-        if heads == [await r.store.head_position() for r in runtimes.values()] and all(  # type: ignore[union-attr]
-            f.lag == 0 for f in feeds
-        ):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the services never settled")
 
 
 async def balance(accounts: Runtime, account_id: str) -> Decimal:

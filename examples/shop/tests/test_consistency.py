@@ -21,7 +21,7 @@ from examples.shop.inventory import levels
 from twofold import Runtime
 from twofold.checking import check_consistency
 from twofold.config import AuthSettings
-from twofold.embedded import embedded_runtimes
+from twofold.embedded import embedded_runtimes, settle
 from twofold.http.auth import Authenticator
 from twofold.http.gateway import gateway_in_process
 from twofold.readmodels import Database
@@ -68,13 +68,8 @@ class Shop:
         while await orders.read_store.read(lambda db: db.fetch_all("SELECT 1 FROM orders WHERE status = 'placed'")):
             assert loop.time() < deadline, "orders still placed"
             await asyncio.sleep(0.02)
-        # A rejection's compensations (stock released, payment voided) follow it: go round until
-        # no store moves any more.
-        heads: list[int] = []
-        while heads != (heads := [await r.store.head_position() for r in self.runtimes.values() if r.store]):
-            for runtime in self.runtimes.values():
-                await runtime.catch_up()
-            await asyncio.sleep(0.05)
+        # A rejection's compensations (stock released, payment voided) follow it.
+        await settle(self.runtimes)
 
     async def corrupt(self, service: str, sql: str, tenant: str | None = None) -> None:
         read_store = self.runtimes[service].read_store

@@ -26,7 +26,7 @@ from examples.shop.common import Line
 from examples.shop.inventory import ReceiveStock
 from examples.shop.orders import PAYMENT_DEADLINE, CancelOrder, PlaceOrder
 from twofold import DomainError, Runtime
-from twofold.embedded import embedded_runtimes
+from twofold.embedded import embedded_runtimes, settle
 
 STOCK = {"A": 4, "B": 2}
 Plan = list[tuple[dict[str, int], str | None, bool]]  # each order: its lines, its card, cancelled at once
@@ -100,18 +100,6 @@ async def check(runtimes: dict[str, Runtime], plan: Plan) -> None:
         assert left == quantity - taken[sku]
     authorized = {o for o in placed if await payment_status(runtimes["payments"], o) == "payments.PaymentAuthorized"}
     assert authorized == set(confirmed)
-
-
-async def settle(runtimes: dict[str, Runtime]) -> None:
-    """Until no service has anything left to do: feeds, sagas and projections all caught up."""
-    for _ in range(200):
-        heads = [await r.store.head_position() for r in runtimes.values()]  # type: ignore[union-attr]
-        for runtime in runtimes.values():
-            await runtime.catch_up()
-        await asyncio.sleep(0.02)  # let the feeds look at what the others appended
-        if heads == [await r.store.head_position() for r in runtimes.values()]:  # type: ignore[union-attr]
-            return
-    raise AssertionError("the services never settled")
 
 
 async def final_events(orders: Runtime, order_id: str) -> list[str]:
