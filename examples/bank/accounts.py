@@ -57,6 +57,10 @@ class FreezeAccount(Command):
     reason: Reason
 
 
+class CloseAccount(Command):
+    account_id: Id
+
+
 class DebitForTransfer(Command, name="accounts.DebitForTransfer", internal=True):
     transfer_id: str
     account_id: str
@@ -109,6 +113,10 @@ class MoneyWithdrawn(Event, name="accounts.MoneyWithdrawn"):
 class AccountFrozen(Event, name="accounts.AccountFrozen"):
     account_id: str
     reason: str
+
+
+class AccountClosed(Event, name="accounts.AccountClosed"):
+    account_id: str
 
 
 class DebitMade(Event, name="accounts.DebitMade"):
@@ -189,7 +197,7 @@ class StatementPage(BaseModel):
 
 # -- aggregates ----------------------------------------------------------------------------------
 
-Status = Literal["new", "open", "frozen"]
+Status = Literal["new", "open", "frozen", "closed"]
 
 
 class Account(Aggregate, category="account"):
@@ -211,7 +219,7 @@ class Account(Aggregate, category="account"):
     def refusal_to_pay(self, amount: Decimal, currency: str | None = None) -> str | None:
         """Why this account cannot pay ``amount`` out, or ``None`` when it can."""
         if self.status != "open":
-            return f"account {self.id} is {'frozen' if self.status == 'frozen' else 'unknown'}"
+            return self._not_open()
         if currency is not None and currency != self.currency:
             return f"account {self.id} holds {self.currency}, not {currency}"
         if self.balance - amount < -self.overdraft_limit:
@@ -221,10 +229,20 @@ class Account(Aggregate, category="account"):
     def refusal_to_receive(self, currency: str | None = None) -> str | None:
         """Why this account cannot take money in, or ``None`` when it can."""
         if self.status != "open":
-            return f"account {self.id} is {'frozen' if self.status == 'frozen' else 'unknown'}"
+            return self._not_open()
         if currency is not None and currency != self.currency:
             return f"account {self.id} holds {self.currency}, not {currency}"
         return None
+
+    def _not_open(self) -> str:
+        return f"account {self.id} is {'unknown' if self.status == 'new' else self.status}"
+
+    def close(self) -> AccountClosed:
+        if self.status in ("new", "closed"):
+            raise DomainError(self._not_open())
+        if self.balance != 0:
+            raise DomainError(f"account {self.id} still holds {self.balance} {self.currency}: empty it first")
+        return AccountClosed(account_id=self.id)
 
     def deposit(self, amount: Decimal, reference: str | None = None) -> MoneyDeposited:
         if (refusal := self.refusal_to_receive()) is not None:
@@ -236,7 +254,7 @@ class Account(Aggregate, category="account"):
             raise DomainError(refusal)
         return MoneyWithdrawn(account_id=self.id, amount=amount, balance=self.balance - amount, reference=reference)
 
-    def evolve(self, event: AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountFrozen) -> Account:
+    def evolve(self, event: AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountFrozen | AccountClosed) -> Account:
         match event:
             case AccountOpened():
                 return self.model_copy(
@@ -251,6 +269,8 @@ class Account(Aggregate, category="account"):
                 return self.model_copy(update={"balance": balance})
             case AccountFrozen():
                 return self.model_copy(update={"status": "frozen"})
+            case AccountClosed():
+                return self.model_copy(update={"status": "closed"})
 
 
 class TransferLeg(Aggregate, category="leg"):
@@ -310,6 +330,11 @@ async def freeze_account(command: FreezeAccount, uow: UnitOfWork) -> None:
         uow.emit(account, AccountFrozen(account_id=account.id, reason=command.reason))
 
 
+async def close_account(command: CloseAccount, uow: UnitOfWork) -> None:
+    account = await uow.load(Account, command.account_id)
+    uow.emit(account, account.close())
+
+
 async def debit_for_transfer(command: DebitForTransfer, uow: UnitOfWork) -> None:
     leg = await uow.load(TransferLeg, command.transfer_id)
     if leg.debit != "none":
@@ -341,7 +366,8 @@ async def refund_transfer(command: RefundTransfer, uow: UnitOfWork) -> None:
     if leg.debit != "made" or leg.debited_from is None:
         return  # nothing was taken, or it was given back already
     account = await uow.load(Account, leg.debited_from)
-    # Money going back where it came from is always taken in, even by a frozen account.
+    # Money going back where it came from is always taken in, even by an account frozen or
+    # closed since the debit: it is the customer's, and a closed account with money is visible.
     refund = MoneyDeposited(
         account_id=account.id, amount=leg.amount, balance=account.balance + leg.amount, reference=f"refund {leg.id}"
     )
@@ -377,7 +403,10 @@ class Balances(Projection, name="accounts.balances"):
         )
 
     def apply(
-        self, event: AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountFrozen, db: Database, record: StoredEvent
+        self,
+        event: AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountFrozen | AccountClosed,
+        db: Database,
+        record: StoredEvent,
     ) -> None:
         match event:
             case AccountOpened():
@@ -388,8 +417,9 @@ class Balances(Projection, name="accounts.balances"):
                 )
             case MoneyDeposited(balance=balance) | MoneyWithdrawn(balance=balance):
                 db.execute("UPDATE accounts SET balance = ? WHERE account_id = ?", (str(balance), event.account_id))
-            case AccountFrozen():
-                db.execute("UPDATE accounts SET status = 'frozen' WHERE account_id = ?", (event.account_id,))
+            case AccountFrozen() | AccountClosed():
+                status = "frozen" if isinstance(event, AccountFrozen) else "closed"
+                db.execute("UPDATE accounts SET status = ? WHERE account_id = ?", (status, event.account_id))
 
     def balance(self, query: Balance, db: Database) -> AccountView:
         row = db.fetch_one("SELECT * FROM accounts WHERE account_id = ?", (query.account_id,))
@@ -461,6 +491,7 @@ accounts = Service(
         Deposit: deposit,
         Withdraw: withdraw,
         FreezeAccount: freeze_account,
+        CloseAccount: close_account,
         DebitForTransfer: debit_for_transfer,
         CreditForTransfer: credit_for_transfer,
         RefundTransfer: refund_transfer,

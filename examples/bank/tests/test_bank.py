@@ -202,12 +202,15 @@ async def test_a_transfer_without_the_money_fails_and_moves_nothing(bank: Bank) 
     assert (await bank.balance("a-1"), await bank.balance("a-2")) == (Decimal("10.00"), Decimal(0))
 
 
-@pytest.mark.parametrize("destination", ["frozen", "dollars", "unknown"])
+@pytest.mark.parametrize("destination", ["frozen", "closed", "dollars", "unknown"])
 async def test_a_transfer_the_destination_refuses_is_refunded(bank: Bank, destination: str) -> None:
     await bank.open("a-1", deposit="100.00")
     if destination == "frozen":
         await bank.open("a-2")
         await bank.ok("FreezeAccount", account_id="a-2", reason="court order")
+    elif destination == "closed":
+        await bank.open("a-2")
+        await bank.ok("CloseAccount", account_id="a-2")
     elif destination == "dollars":
         await bank.open("a-2", currency="USD")
 
@@ -223,6 +226,19 @@ async def test_a_transfer_the_destination_refuses_is_refunded(bank: Bank, destin
         ("withdrawal", "40.00", "transfer t-1"),
         ("deposit", "40.00", "refund t-1"),
     ]
+
+
+async def test_an_account_closes_only_once_empty(bank: Bank) -> None:
+    await bank.open("a-1", deposit="5.00")
+
+    refused = await bank.command("CloseAccount", account_id="a-1")
+    await bank.ok("Withdraw", account_id="a-1", amount="5.00")
+    await bank.ok("CloseAccount", account_id="a-1")
+    deposit = await bank.command("Deposit", account_id="a-1", amount="1.00")
+
+    assert (refused.status_code, refused.json()["detail"]) == (409, "account a-1 still holds 5.00 EUR: empty it first")
+    assert (deposit.status_code, deposit.json()["detail"]) == (409, "account a-1 is closed")
+    assert (await bank.query("Balance", fresh=True, account_id="a-1")).json()["status"] == "closed"
 
 
 async def test_a_transfer_to_the_same_account_is_refused_at_the_boundary(bank: Bank) -> None:
