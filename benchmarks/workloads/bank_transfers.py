@@ -69,11 +69,11 @@ async def measure(shape: Shape, postgres: PostgresServer, folder: Path, progress
 @contextlib.asynccontextmanager
 async def _embedded(folder: Path) -> AsyncIterator[httpx.AsyncClient]:
     from examples.bank import bank
-    from twofold.embedded import embedded_runtimes
+    from twofold.embedded import database_url_variable, embedded_runtimes
     from twofold.http.gateway import gateway_in_process
 
     data = folder / "embedded"
-    environ = {f"TWOFOLD_{n.upper()}_DATABASE_URL": f"sqlite:///{data}/{n}.db" for n in bank.names}
+    environ = {database_url_variable(n): f"sqlite:///{data}/{n}.db" for n in bank.names}
     app = gateway_in_process(bank, embedded_runtimes(bank, environ))
     async with _client(app) as client:
         yield client

@@ -206,10 +206,7 @@ def _dev_postgres_system(system: System) -> Iterator[dict[str, str]]:
     server = PostgresServer(Path("data") / "postgres")
     server.start()
     try:
-        yield {
-            f"TWOFOLD_{s.name.upper().replace('-', '_')}_DATABASE_URL": server.create_database(s.name, exist_ok=True)
-            for s in system.services
-        }
+        yield server.databases_for(system.names, exist_ok=True)
     finally:
         server.stop()
 

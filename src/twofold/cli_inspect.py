@@ -230,9 +230,9 @@ def _name_of(url: str) -> str:
 
 
 def _of_system(service: Service) -> _Source:
-    from twofold.embedded import service_environ
+    from twofold.embedded import database_url_variable, service_environ
 
-    variable = f"TWOFOLD_{service.name.upper().replace('-', '_')}_DATABASE_URL"
+    variable = database_url_variable(service.name)
     url = Settings.from_env(service, service_environ(os.environ, service.name)).database_url
     return _Source(service.name, url, variable, service, by_default=not os.environ.get(variable))
 

@@ -81,9 +81,7 @@ class Cluster:
         # The gateway limits commands; behind it a service would count each one again, and would see
         # every anonymous caller at the gateway's one address.
         environ.pop("TWOFOLD_RATE_LIMIT_COMMANDS", None)
-        for service in self.system.services:
-            url = self.postgres.create_database(service.name, exist_ok=True)
-            environ[f"TWOFOLD_{service.name.upper().replace('-', '_')}_DATABASE_URL"] = url
+        environ.update(self.postgres.databases_for(self.system.names, exist_ok=True))
         logs = self.directory / "logs"
         self.parts = []
         for service in self.system.services:

@@ -28,9 +28,19 @@ from twofold.service import Service
 from twofold.store import EventStore
 from twofold.system import System
 
-__all__ = ["embedded_runtimes", "service_environ", "settle"]
+__all__ = ["database_url_variable", "embedded_runtimes", "service_environ", "settle"]
 
 SETTLE_PAUSE = 0.02  # seconds between rounds: long enough for a feed to look at another service's appends
+
+
+def database_url_variable(service: str, *, read: bool = False) -> str:
+    """``orders`` → ``TWOFOLD_ORDERS_DATABASE_URL`` (``…_READ_DATABASE_URL`` with ``read``): where one
+    service of a system finds its own store."""
+    return f"{_prefix(service)}{'READ_' if read else ''}DATABASE_URL"
+
+
+def _prefix(service: str) -> str:
+    return f"TWOFOLD_{service.upper().replace('-', '_')}_"
 
 
 def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
@@ -38,7 +48,7 @@ def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
 
     The system-wide ``TWOFOLD_DATABASE_URL`` is not used: services of one system never share a database.
     """
-    prefix = f"TWOFOLD_{service.upper().replace('-', '_')}_"
+    prefix = _prefix(service)
     own = dict(environ)
     own.pop("TWOFOLD_DATABASE_URL", None)
     own.pop("TWOFOLD_READ_DATABASE_URL", None)

@@ -22,7 +22,7 @@ from examples.bank import bank
 from examples.bank.accounts import Deposit, FreezeAccount, OpenAccount, Withdraw
 from examples.bank.transfers import RequestTransfer
 from twofold import DomainError, Runtime
-from twofold.embedded import embedded_runtimes, settle
+from twofold.embedded import database_url_variable, embedded_runtimes, settle
 
 ACCOUNTS = {  # id: (currency, overdraft limit)
     "a": ("EUR", Decimal(0)),
@@ -51,7 +51,7 @@ def test_the_sum_of_balances_is_what_came_in_minus_what_went_out(operations: lis
 
 
 async def run(operations: list[Operation], freeze_c: bool, folder: Path) -> None:
-    environ = {f"TWOFOLD_{n.upper()}_DATABASE_URL": f"sqlite:///{folder}/{n}.db" for n in bank.names}
+    environ = {database_url_variable(n): f"sqlite:///{folder}/{n}.db" for n in bank.names}
     runtimes = embedded_runtimes(bank, environ)
     for runtime in runtimes.values():
         await runtime.start()

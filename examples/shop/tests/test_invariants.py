@@ -26,7 +26,7 @@ from examples.shop.common import Line
 from examples.shop.inventory import ReceiveStock
 from examples.shop.orders import PAYMENT_DEADLINE, CancelOrder, PlaceOrder
 from twofold import DomainError, Runtime
-from twofold.embedded import embedded_runtimes, settle
+from twofold.embedded import database_url_variable, embedded_runtimes, settle
 
 STOCK = {"A": 4, "B": 2}
 Plan = list[tuple[dict[str, int], str | None, bool]]  # each order: its lines, its card, cancelled at once
@@ -54,7 +54,7 @@ def test_every_order_ends_one_way_and_stock_is_never_oversold(
 
 async def run(plan: Plan, folder: Path) -> None:
     environ = {
-        **{f"TWOFOLD_{n.upper()}_DATABASE_URL": f"sqlite:///{folder}/{n}.db" for n in shop.names},
+        **{database_url_variable(n): f"sqlite:///{folder}/{n}.db" for n in shop.names},
         "SHOP_GATEWAY_SLOW_SECONDS": os.environ.get("SHOP_GATEWAY_SLOW_SECONDS", "1"),
     }
     runtimes = embedded_runtimes(shop, environ)

@@ -110,10 +110,7 @@ def environ(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         return {}
     server: PostgresServer = request.getfixturevalue("postgres_server")
     run = next(_databases)
-    return {
-        f"TWOFOLD_{service.name.upper()}_DATABASE_URL": server.create_database(f"tenants_{run}_{service.name}")
-        for service in system.services
-    }
+    return server.databases_for(system.names, prefix=f"tenants_{run}_")
 
 
 @pytest.fixture

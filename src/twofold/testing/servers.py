@@ -33,11 +33,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
+
+from twofold.embedded import database_url_variable
 
 __all__ = ["NatsServer", "PostgresServer", "ServiceProcess", "free_port"]
 
@@ -214,6 +216,14 @@ class PostgresServer(_Server):
             return self.url(name)
         self._run(["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name])
         return self.url(name)
+
+    def databases_for(self, services: Iterable[str], *, prefix: str = "", exist_ok: bool = False) -> dict[str, str]:
+        """A database per service (``<prefix><service>``), as the environment that points each
+        service of a system at its own: ``{"TWOFOLD_ORDERS_DATABASE_URL": "postgresql://…/orders", …}``."""
+        return {
+            database_url_variable(name): self.create_database(prefix + name.replace("-", "_"), exist_ok=exist_ok)
+            for name in services
+        }
 
     def _database_exists(self, name: str) -> bool:
         found = subprocess.run(
