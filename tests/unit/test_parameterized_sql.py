@@ -28,6 +28,8 @@ ALLOWED = {  # (file under the root, expression): why it is no value a client ch
     ("src/twofold/projections.py", "table"): "a projection's table names, checked as identifiers at class creation",
     ("src/twofold/saga_runner.py", "marks"): "only '?' placeholders, one per value passed as a parameter",
     ("src/twofold/testing/servers.py", "name"): "a test database name, checked as an identifier first",
+    ("src/twofold/testing/servers.py", "current"): "a WAL position PostgreSQL itself printed (pg_current_wal_lsn)",
+    ("src/twofold/testing/servers.py", "target"): "a WAL position PostgreSQL itself printed (pg_current_wal_lsn)",
     ("src/twofold/testing/projections.py", "table"): "a table a test names, checked as an identifier first",
     ("src/twofold/readmodels/sqlite.py", "quoted"): "a projection's table name, checked by quoted_table",
     ("src/twofold/_tables.py", "table"): "a projection's table name, checked by quoted_table",

@@ -41,7 +41,7 @@ from typing import ClassVar, Self
 
 from twofold.embedded import database_url_variable
 
-__all__ = ["NatsServer", "PostgresServer", "ServiceProcess", "free_port"]
+__all__ = ["NatsServer", "PostgresReplica", "PostgresServer", "ServiceProcess", "free_port"]
 
 SERVER_USER = "twofold-postgres"  # the system user PostgreSQL runs as when we are root
 START_TIMEOUT = 30.0  # seconds
@@ -190,23 +190,17 @@ class PostgresServer(_Server):
             return
         self._prepare_directory()
         if not (self.data / "PG_VERSION").exists():
-            self._run(
-                [
-                    "initdb",
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--no-sync",
-                    "--no-instructions",
-                ]
-            )
+            self._create_cluster()
         options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
         command = [str(_binaries() / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.directory)]
         self._launch([*command, *options], functools.partial(_become_server, self._user))
         self._wait_until_ready()
+
+    def start_replica(self, directory: Path | None = None, *, port: int | None = None) -> PostgresReplica:
+        """Start a streaming replica (a hot standby) of this running server; see :class:`PostgresReplica`."""
+        replica = PostgresReplica(self, directory, port=port)
+        replica.start()
+        return replica
 
     def create_database(self, name: str, *, exist_ok: bool = False) -> str:
         """Create database ``name`` (letters, digits, underscores) and return its URL."""
@@ -226,24 +220,27 @@ class PostgresServer(_Server):
         }
 
     def _database_exists(self, name: str) -> bool:
-        found = subprocess.run(
+        return self.sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"  # name checked: an identifier
+
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """Run one statement with ``psql`` as the superuser and return what it printed (unaligned, no headers)."""
+        command = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database, "-tAc", statement]
+        return self._run(command).strip()
+
+    def _create_cluster(self) -> None:
+        self._run(
             [
-                str(_binaries() / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
+                "initdb",
+                "-D",
+                str(self.data),
                 "-U",
                 "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
-            ],  # name checked above: an identifier
-            capture_output=True,
-            text=True,
-            user=self._user,
-            check=False,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ]
         )
-        return found.stdout.strip() == "1"
 
     def _wait_until_ready(self) -> None:
         command = [str(_binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
@@ -259,12 +256,82 @@ class PostgresServer(_Server):
             self.directory.chmod(0o700)
             _allow_traversal(self.directory.parent)
 
-    def _run(self, command: list[str]) -> None:
+    def _run(self, command: list[str]) -> str:
         result = subprocess.run(
             [str(_binaries() / command[0]), *command[1:]], capture_output=True, text=True, user=self._user, check=False
         )
         if result.returncode != 0:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr or result.stdout}")
+        return result.stdout
+
+
+class PostgresReplica(PostgresServer):
+    """A streaming replica of a running :class:`PostgresServer`: a hot standby that answers reads only.
+
+        with PostgresServer() as primary, PostgresReplica(primary) as replica:
+            primary.create_database("shop")      # every database of the primary is replicated
+            replica.url("shop")                  # postgresql://postgres@127.0.0.1:PORT/shop, read-only
+
+    Its folder is filled from the primary by ``pg_basebackup -R`` (a copy of the whole cluster,
+    and the settings that make it a standby streaming from the primary); after that it starts and
+    stops like any server. The primary needs nothing set: PostgreSQL's defaults (``wal_level=replica``,
+    ``max_wal_senders=10``, ``hot_standby=on``, and the ``replication`` lines ``initdb`` writes in
+    ``pg_hba.conf`` for 127.0.0.1) are what a replica on loopback needs, and the superuser replicates.
+
+    Args:
+        primary: the server to replicate; it must be running when this one is first started.
+        directory: where the replica lives; a new temporary folder (removed on close) when left out.
+        port: the TCP port on 127.0.0.1; a free one when left out.
+    """
+
+    name = "PostgreSQL replica"
+
+    def __init__(self, primary: PostgresServer, directory: Path | None = None, *, port: int | None = None) -> None:
+        # A hot standby refuses to start with max_connections (and kin) below its primary's: same settings.
+        super().__init__(directory, port=port, settings={**primary.settings, "hot_standby": "on"})
+        self.primary = primary
+
+    def start(self) -> None:
+        """Copy the primary if this replica is new, then start streaming from it and wait until it accepts reads."""
+        # Given on the command line, this beats what pg_basebackup wrote: the primary may be on another port now.
+        self.settings["primary_conninfo"] = f"host=127.0.0.1 port={self.primary.port} user=postgres"
+        super().start()
+
+    def create_database(self, name: str, *, exist_ok: bool = False) -> str:
+        raise RuntimeError(f"A replica is read-only: create database {name!r} on its primary, and it appears here")
+
+    def replay_lsn(self) -> str:
+        """The last WAL position this replica has applied (``pg_last_wal_replay_lsn()``)."""
+        return self.sql("SELECT pg_last_wal_replay_lsn()")
+
+    def replay_lag_bytes(self) -> int:
+        """How far, in bytes of WAL, what this replica has applied is behind what its primary has written."""
+        current = self.primary.sql("SELECT pg_current_wal_lsn()")  # an LSN PostgreSQL printed, safe to quote
+        return int(self.sql(f"SELECT pg_wal_lsn_diff('{current}', pg_last_wal_replay_lsn())"))
+
+    def wait_until_caught_up(self, timeout: float = START_TIMEOUT) -> float:
+        """Wait until this replica has applied all its primary had written when called; return the seconds it took."""
+        started = time.monotonic()
+        target = self.primary.sql("SELECT pg_current_wal_lsn()")
+        query = f"SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{target}') >= 0"  # an LSN PostgreSQL wrote
+        while self.sql(query) != "t":
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{self.name} did not replay up to {target} within {timeout:g}s")
+            time.sleep(0.01)
+        return time.monotonic() - started
+
+    def pause_replay(self) -> None:
+        """Stop applying WAL (``pg_wal_replay_pause()``): it still arrives, and reads see the data as it was."""
+        self.sql("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        """Apply WAL again (``pg_wal_replay_resume()``)."""
+        self.sql("SELECT pg_wal_replay_resume()")
+
+    def _create_cluster(self) -> None:
+        primary = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres"]
+        # --checkpoint=fast: the copy starts at once rather than after a checkpoint spread over minutes.
+        self._run(["pg_basebackup", *primary, "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast", "-N"])
 
 
 class NatsServer(_Server):
