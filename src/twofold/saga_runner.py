@@ -520,5 +520,9 @@ async def saga_status_counts(read_store: ReadStore) -> dict[tuple[str, str], int
 
 
 async def ensure_saga_tables(read_store: ReadStore) -> None:
-    """Create the tables that list instances and deadlines, if no runner has yet (a query replica)."""
-    await read_store.transact("saga tables", _setup)
+    """Create the tables that list instances and deadlines, if no runner has yet (a query process).
+
+    A read replica (a ``read_only`` store) has them from its primary, where the runners made them.
+    """
+    if not getattr(read_store, "read_only", False):
+        await read_store.transact("saga tables", _setup)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from twofold._tables import layout_of
-from twofold.errors import FieldError, InvalidMessage
+from twofold.errors import FieldError, InvalidMessage, NotFound
 
 if TYPE_CHECKING:
     from twofold.projections import Projection
@@ -64,6 +64,10 @@ class Tenancy:
     ``setup`` in the tenant's store, so a query for a tenant nothing was projected for yet finds
     empty tables rather than missing ones.
 
+    A read store that says it is ``read_only`` (a PostgreSQL hot standby) is only read: the
+    primary's projections register tenants and set up their tables, and a query for a tenant
+    the replica has not seen yet is :class:`~twofold.errors.NotFound`.
+
     Args:
         read_store: the main read store; tenants' stores come from its ``for_tenant``.
         projections: whose tables every tenant's store gets.
@@ -86,11 +90,15 @@ class Tenancy:
 
     async def tenants(self) -> list[str]:
         """Every tenant any projection of this read store has seen, in order."""
+        if getattr(self._read_store, "read_only", False):
+            return await known_tenants(self._read_store)
         await self._read_store.transact(REGISTRY, _create_registry)
         rows = await self._read_store.read(lambda db: db.fetch_all(LIST))
         return [str(row["tenant"]) for row in rows]
 
     async def _open(self, tenant: str) -> ReadStore:
+        if getattr(self._read_store, "read_only", False):
+            return await self._replicated(tenant)
         location = tenant_location(tenant)
 
         def register(db: Database) -> None:
@@ -102,6 +110,12 @@ class Tenancy:
         for projection in self._projections:
             await store.transact(projection.name, projection.setup)
         return store
+
+    async def _replicated(self, tenant: str) -> ReadStore:
+        """On a read replica the primary registers tenants and sets up their tables: use them once they are there."""
+        if tenant not in await known_tenants(self._read_store):
+            raise NotFound(f"Tenant {tenant!r} has no read models on this replica yet: nothing was projected for it")
+        return self._read_store.for_tenant(tenant)
 
 
 async def known_tenants(read_store: ReadStore) -> list[str]:

@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS twofold_checkpoints (
     position   bigint NOT NULL
 )
 """
+IN_RECOVERY = "SELECT pg_is_in_recovery() AS standby"
+CHECKPOINTS_PRESENT = "SELECT to_regclass('twofold_checkpoints') IS NOT NULL AS present"
 GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %s"
 LOCK_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = %s FOR UPDATE"
 ADD_CHECKPOINT = "INSERT INTO twofold_checkpoints (projection, position) VALUES (%s, 0) ON CONFLICT DO NOTHING"
@@ -195,6 +197,10 @@ class PostgresReadStore:
     (a restarted server, a cut network) is dropped and replaced: calls fail with ``StoreError``
     while the server is away and work again once it is back.
 
+    On a hot standby (a streaming read replica) the store is ``read_only``: it creates nothing,
+    reads the tables and checkpoints the primary's projections committed, as far as the standby
+    has replayed them, and refuses transactions with ``StoreError``.
+
     Args:
         url: a libpq connection URL or string, ``postgresql://user:password@host:port/database``.
         readers: threads, and pooled connections, answering queries; the writer has one more.
@@ -212,11 +218,16 @@ class PostgresReadStore:
             "application_name": "twofold-read-store",
         }
         with _translated(), self._connect() as conn, conn.transaction():
-            # CREATE TABLE IF NOT EXISTS is not safe against the same statement in a concurrent
-            # transaction (the loser fails on pg_type's unique index), and two processes often start
-            # together; the advisory lock makes them take turns.
-            conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
-            conn.execute(SCHEMA)
+            row = conn.execute(IN_RECOVERY).fetchone()
+            # A hot standby (a read replica) refuses every write; its tables come from the primary.
+            self.read_only = bool(row and row["standby"])
+            self._checkpoints_seen = not self.read_only
+            if not self.read_only:
+                # CREATE TABLE IF NOT EXISTS is not safe against the same statement in a concurrent
+                # transaction (the loser fails on pg_type's unique index), and two processes often
+                # start together; the advisory lock makes them take turns.
+                conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
         self._pool = ConnectionPool(
             url,
             connection_class=Connection,
@@ -272,10 +283,12 @@ class PostgresReadStore:
 
     def _view(self, schema: str) -> PostgresReadStore:
         view = copy.copy(self)  # shares the pool, the writer and its connection
-        view._schema, view._schema_ready, view._tenants = schema, False, {}
+        # On a standby the schema is the primary's to create: it is there once replicated, or not yet.
+        view._schema, view._schema_ready, view._tenants = schema, self.read_only, {}
         return view
 
     async def discard(self) -> None:
+        self._check_writable("discard a scratch store")
         if self._scratch_of is None or self._schema is None:
             raise ValueError("Only a scratch store can be discarded")
         await asyncio.get_running_loop().run_in_executor(self._writer, self._drop_schema)
@@ -286,6 +299,7 @@ class PostgresReadStore:
         Nothing is copied: the swap costs a few catalog changes however large the tables, under
         locks held only until it commits. It waits up to 5 s for queries still reading the old tables.
         """
+        self._check_writable("swap a rebuilt read model in")
         if not isinstance(shadow, PostgresReadStore) or shadow._scratch_of is not self or shadow._schema is None:
             raise ValueError("Only a scratch store of this store can be swapped in")
         for table in tables:
@@ -295,6 +309,7 @@ class PostgresReadStore:
     async def transact(
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
     ) -> None:
+        self._check_writable(f"run {name}'s transaction")
         await self._run(self._writer, self._transact, name, work, expected, position)
 
     async def read(self, work: Callable[[Database], T]) -> T:
@@ -303,6 +318,11 @@ class PostgresReadStore:
     async def checkpoint(self, name: str) -> int:
         def get(conn: Connection) -> int:
             with conn.cursor() as cursor:
+                # On a standby nothing made the table if the primary has not yet: nothing committed.
+                if self.read_only and not self._checkpoints_seen:
+                    if not _present(cursor.execute(CHECKPOINTS_PRESENT).fetchone()):
+                        return 0
+                    self._checkpoints_seen = True  # replicated once, never dropped: no need to look again
                 row = cursor.execute(GET_CHECKPOINT, (name,)).fetchone()
             return int(row["position"]) if row else 0
 
@@ -311,6 +331,13 @@ class PostgresReadStore:
     async def close(self) -> None:
         if self._schema is None:  # a tenant's store closes with the store it came from
             await asyncio.to_thread(self._close)
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(
+                f"Cannot {what}: this read store is a hot standby (a read replica), which refuses writes; "
+                "projections and rebuilds write to the primary"
+            )
 
     async def _run(self, executor: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -453,6 +480,10 @@ def _lock_checkpoint(cursor: psycopg.Cursor[DictRow], name: str) -> int:
         row = cursor.execute(LOCK_CHECKPOINT, (name,)).fetchone()
     assert row is not None
     return int(row["position"])
+
+
+def _present(row: DictRow | None) -> bool:
+    return bool(row and row["present"])
 
 
 def _shadow_checkpoint(cursor: psycopg.Cursor[DictRow], schema: str, name: str) -> int:
