@@ -151,6 +151,9 @@ def cluster(
     port: Annotated[int | None, typer.Option(help="The gateway's port [env PORT, default 8000]")] = None,
     replicas: Annotated[int, typer.Option(min=1, max=8, help="Query API processes per service")] = 2,
     data: Annotated[Path, typer.Option(help="Where PostgreSQL, NATS and the logs live")] = Path("data/cluster"),
+    replica: Annotated[
+        bool, typer.Option("--replica/--no-replica", help="Queries read from a streaming replica of PostgreSQL")
+    ] = True,
 ) -> None:
     """Run a system as in production, on this machine: PostgreSQL, NATS and a process per part."""
     from twofold.cluster import Cluster
@@ -164,8 +167,10 @@ def cluster(
     # found: this one unwinds through the `with` below, so the cluster stops what it started.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     typer.secho(f"twofold: starting {system.name} — PostgreSQL, NATS and its processes, in {data}", err=True)
-    with Cluster(target, system, data, query_replicas=replicas) as running:
+    with Cluster(target, system, data, query_replicas=replicas, replica=replica) as running:
         typer.secho(f"  PostgreSQL     {running.postgres.url()}", err=True)
+        if running.replica is not None:
+            typer.secho(f"  its replica    {running.replica.url()}   (the query APIs read here)", err=True)
         typer.secho(f"  NATS           {running.nats.url}", err=True)
         for part in running.parts:
             typer.secho(f"  {part.label:<22} {part.process.url}   log: {part.process.log}", err=True)

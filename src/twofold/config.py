@@ -2,6 +2,8 @@
 
     TWOFOLD_DATABASE_URL       the event store: sqlite:///data/shop.db (default) or postgresql://…
     TWOFOLD_READ_DATABASE_URL  the read models; defaults beside the event store
+    TWOFOLD_QUERY_DATABASE_URL where the queries role reads them: a read replica of the read
+                               database (postgresql://…); defaults to TWOFOLD_READ_DATABASE_URL
     TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there,
                                consumers import the subscribed ones, sagas send their commands and
                                asynchronous commands wait there for command workers; unset, nothing
@@ -51,6 +53,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     nats_url: str | None = None
+    query_database_url: str | None = None  # where the queries role reads; None: read_database_url
 
     @classmethod
     def from_env(cls, service: Service, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -63,7 +66,8 @@ class Settings:
         nats_url = environ.get("TWOFOLD_NATS_URL") or None
         if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
             raise ConfigurationError(f"TWOFOLD_NATS_URL must be nats://host:port or tls://host:port (got {nats_url!r})")
-        return cls(database_url, read_url, environ.get("HOST") or "127.0.0.1", int(port), nats_url)
+        query_url = environ.get("TWOFOLD_QUERY_DATABASE_URL") or None
+        return cls(database_url, read_url, environ.get("HOST") or "127.0.0.1", int(port), nats_url, query_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +197,12 @@ def open_event_store(url: str, variable: str = "TWOFOLD_DATABASE_URL") -> EventS
     return SQLiteEventStore(_sqlite_path(url, variable))
 
 
-def open_read_store(url: str) -> ReadStore:
+def open_read_store(url: str, variable: str = "TWOFOLD_READ_DATABASE_URL") -> ReadStore:
     if _is_postgres(url):
         from twofold.readmodels.postgres import PostgresReadStore
 
         return PostgresReadStore(url)
-    return SQLiteReadStore(_sqlite_path(url, "TWOFOLD_READ_DATABASE_URL"))
+    return SQLiteReadStore(_sqlite_path(url, variable))
 
 
 def _is_postgres(url: str) -> bool:
@@ -242,7 +246,7 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
     # The command API of a service that imports serves its dead letters: listing and retrying them
     # needs the read store they are parked in.
     dead_letters = "commands" in parts and bool(service.subscriptions)
-    read_store = open_read_store(settings.read_database_url) if parts & _NEEDS_READ_STORE or dead_letters else None
+    read_store = _read_store_for(settings, role) if parts & _NEEDS_READ_STORE or dead_letters else None
     workers: list[Worker] = []
     bus: CommandSender | None = None
     if nats_url is not None and store is not None and read_store is not None:
@@ -256,6 +260,13 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
     if "command-worker" in parts and nats_url is not None:
         runtime.workers.append(_command_worker(runtime, nats_url))
     return runtime
+
+
+def _read_store_for(settings: Settings, role: Role) -> ReadStore:
+    """A query-only process reads where TWOFOLD_QUERY_DATABASE_URL says (a replica); the rest write to the primary."""
+    if role == "queries" and settings.query_database_url:
+        return open_read_store(settings.query_database_url, "TWOFOLD_QUERY_DATABASE_URL")
+    return open_read_store(settings.read_database_url)
 
 
 _PARTS: dict[str, set[str]] = {

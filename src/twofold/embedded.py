@@ -10,7 +10,8 @@ the events a service subscribes to are imported by an
 :class:`~twofold.broker.inprocess.InProcessFeed` straight from the source service's store.
 
 Each service's stores may be set apart with ``TWOFOLD_<SERVICE>_DATABASE_URL`` and
-``TWOFOLD_<SERVICE>_READ_DATABASE_URL`` (``TWOFOLD_ORDERS_DATABASE_URL=postgresql://…/orders``).
+``TWOFOLD_<SERVICE>_READ_DATABASE_URL`` (``TWOFOLD_ORDERS_DATABASE_URL=postgresql://…/orders``);
+``TWOFOLD_<SERVICE>_QUERY_DATABASE_URL`` points its queries role at a read replica (cluster mode).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ __all__ = ["database_url_variable", "embedded_runtimes", "service_environ", "set
 SETTLE_PAUSE = 0.02  # seconds between rounds: long enough for a feed to look at another service's appends
 
 
-def database_url_variable(service: str, *, read: bool = False) -> str:
-    """``orders`` → ``TWOFOLD_ORDERS_DATABASE_URL`` (``…_READ_DATABASE_URL`` with ``read``): where one
-    service of a system finds its own store."""
-    return f"{_prefix(service)}{'READ_' if read else ''}DATABASE_URL"
+def database_url_variable(service: str, *, read: bool = False, query: bool = False) -> str:
+    """``orders`` → ``TWOFOLD_ORDERS_DATABASE_URL`` (``…_READ_DATABASE_URL`` with ``read``,
+    ``…_QUERY_DATABASE_URL`` with ``query``): where one service of a system finds its own store."""
+    kind = "QUERY_" if query else "READ_" if read else ""
+    return f"{_prefix(service)}{kind}DATABASE_URL"
 
 
 def _prefix(service: str) -> str:
@@ -52,7 +54,8 @@ def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
     own = dict(environ)
     own.pop("TWOFOLD_DATABASE_URL", None)
     own.pop("TWOFOLD_READ_DATABASE_URL", None)
-    for name in ("DATABASE_URL", "READ_DATABASE_URL"):
+    own.pop("TWOFOLD_QUERY_DATABASE_URL", None)
+    for name in ("DATABASE_URL", "READ_DATABASE_URL", "QUERY_DATABASE_URL"):
         if environ.get(prefix + name):
             own["TWOFOLD_" + name] = environ[prefix + name]
     return own

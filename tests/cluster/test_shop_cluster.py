@@ -20,6 +20,7 @@ import pytest
 
 from examples.shop import shop as system
 from twofold.cluster import Cluster
+from twofold.embedded import database_url_variable
 from twofold.http.gateway import create_gateway
 
 pytestmark = pytest.mark.slow
@@ -136,6 +137,36 @@ async def test_query_replicas_give_the_same_answers(cluster: Cluster, client: ht
             answers.append((await direct.get("/queries/OrderHistory", params={"customer_id": "cust-r"})).json())
     assert answers[0] == answers[1]
     assert answers[0]["orders"][0]["status"] == "confirmed"
+
+
+async def test_query_apis_read_the_replica_and_wait_for_what_it_has_replayed(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    assert cluster.replica is not None
+    databases = {
+        name: cluster.part(name, "commands").process.environ[database_url_variable(name)] for name in system.names
+    }
+    for name, url in databases.items():
+        query_url = cluster.part(name, "queries").process.environ[database_url_variable(name, query=True)]
+        assert query_url == cluster.replica.url(url.rsplit("/", 1)[1])
+    # Nothing but the query APIs connects to the replica: every service's read store is open there.
+    readers = (
+        "SELECT string_agg(DISTINCT datname, ',') FROM pg_stat_activity WHERE application_name = 'twofold-read-store'"
+    )
+    assert set(cluster.replica.sql(readers).split(",")) == {u.rsplit("/", 1)[1] for u in databases.values()}
+
+    await stock(client, "Y-1", 3)
+    placed = await ok(
+        client, "PlaceOrder", {"order_id": "y1-a", "customer_id": "cust-y", "lines": [{"sku": "Y-1", "quantity": 1}]}
+    )
+    wait = {"X-Min-Position": str(placed["position"])}
+    answer = await client.get("/queries/OrderHistory", params={"customer_id": "cust-y"}, headers=wait)
+
+    assert answer.status_code == 200, answer.text
+    assert [o["order_id"] for o in answer.json()["orders"]] == ["y1-a"]
+    async with httpx.AsyncClient(base_url=cluster.part("orders", "queries").process.url) as direct:
+        saga = await direct.get("/sagas/checkout")  # the saga tables, as replicated: nothing to create
+    assert saga.status_code == 200, saga.text
 
 
 async def test_the_gateway_reports_every_process_and_reaches_a_service_s_dead_letters(
