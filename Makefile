@@ -29,7 +29,7 @@ run: install  ## serve examples/$(APP) on http://127.0.0.1:$${PORT:-8000}, data 
 run-postgres: install  ## the same, on a development PostgreSQL kept in ./data/postgres
 	$(BIN)/twofold serve examples.$(APP):$(APP) --dev-postgres
 
-run-cluster: install  ## every service part in its own process, on PostgreSQL and NATS; the gateway on $${PORT:-8000}
+run-cluster: install  ## every service part in its own process, on PostgreSQL (queries on its replica) and NATS; the gateway on $${PORT:-8000}
 	$(BIN)/twofold cluster examples.$(APP):$(APP)
 
 SCOPES ?= commands:* queries:*

@@ -112,14 +112,16 @@ class Cluster:
             raise
 
     def stop(self) -> None:
-        """Stop every process (cleanly: running commands finish), then NATS and PostgreSQL."""
+        """Stop every process (cleanly: running commands finish), then NATS, PostgreSQL and its replica."""
         if self.parts:
             with ThreadPoolExecutor(len(self.parts)) as pool:
                 list(pool.map(lambda part: part.process.stop(), self.parts))
         self.nats.stop()
+        # The primary first: its shutdown sends the replica all the WAL it wrote, so that the replica
+        # resumes from there next time, whatever the primary recycles meanwhile.
+        self.postgres.stop()
         if self.replica is not None:
             self.replica.stop()
-        self.postgres.stop()
 
     def _replica_databases(self, environ: Mapping[str, str]) -> dict[str, str]:
         """Each service's queries read its database on the replica: the same name, the replica's port."""

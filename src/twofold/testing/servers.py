@@ -278,6 +278,9 @@ class PostgresReplica(PostgresServer):
     ``max_wal_senders=10``, ``hot_standby=on``, and the ``replication`` lines ``initdb`` writes in
     ``pg_hba.conf`` for 127.0.0.1) are what a replica on loopback needs, and the superuser replicates.
 
+    No replication slot holds WAL for it: a replica left stopped while its primary writes on may
+    find what it needs recycled (its log says so). Remove its folder and it is copied afresh.
+
     Args:
         primary: the server to replicate; it must be running when this one is first started.
         directory: where the replica lives; a new temporary folder (removed on close) when left out.
