@@ -303,10 +303,6 @@ class PostgresReplica(PostgresServer):
     def create_database(self, name: str, *, exist_ok: bool = False) -> str:
         raise RuntimeError(f"A replica is read-only: create database {name!r} on its primary, and it appears here")
 
-    def replay_lsn(self) -> str:
-        """The last WAL position this replica has applied (``pg_last_wal_replay_lsn()``)."""
-        return self.sql("SELECT pg_last_wal_replay_lsn()")
-
     def replay_lag_bytes(self) -> int:
         """How far, in bytes of WAL, what this replica has applied is behind what its primary has written."""
         current = self.primary.sql("SELECT pg_current_wal_lsn()")  # an LSN PostgreSQL printed, safe to quote
@@ -333,7 +329,8 @@ class PostgresReplica(PostgresServer):
 
     def _create_cluster(self) -> None:
         primary = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres"]
-        # --checkpoint=fast: the copy starts at once rather than after a checkpoint spread over minutes.
+        # --checkpoint=fast: the copy starts at once rather than after a checkpoint spread over minutes;
+        # -N (no fsync), as initdb's --no-sync: a development copy need not survive the machine.
         self._run(["pg_basebackup", *primary, "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast", "-N"])
 
 
