@@ -23,8 +23,10 @@ the client's, so that the service's span is a child of the gateway's in the clie
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -86,10 +88,12 @@ class Upstream:
     @classmethod
     def over_http(cls, commands_url: str, query_urls: Sequence[str], worker_urls: Sequence[str] = ()) -> Upstream:
         """A service running in other processes: one command API, query API replicas, workers."""
+        # One TLS context for every client: httpx would load the CA bundle again for each (70 ms apiece).
+        tls = _tls_context()
         return cls(
-            httpx.AsyncClient(base_url=commands_url, timeout=TIMEOUT),
-            [httpx.AsyncClient(base_url=url, timeout=TIMEOUT) for url in query_urls],
-            workers=[httpx.AsyncClient(base_url=url, timeout=TIMEOUT) for url in worker_urls],
+            httpx.AsyncClient(base_url=commands_url, timeout=TIMEOUT, verify=tls),
+            [httpx.AsyncClient(base_url=url, timeout=TIMEOUT, verify=tls) for url in query_urls],
+            workers=[httpx.AsyncClient(base_url=url, timeout=TIMEOUT, verify=tls) for url in worker_urls],
         )
 
     def parts(self) -> dict[str, httpx.AsyncClient]:
@@ -102,6 +106,11 @@ class Upstream:
     async def close(self) -> None:
         for client in {id(c): c for c in [self.commands, *self.queries, *self.workers]}.values():
             await client.aclose()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # what httpx makes for each client by default: verified, its CA bundle
 
 
 def create_gateway(
