@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from twofold import embedded
 from twofold.system import System
 from twofold.testing.servers import NatsServer, PostgresServer, ServiceProcess
 
@@ -72,6 +73,7 @@ class Cluster:
         self.postgres = PostgresServer(self.directory / "postgres", settings={"max_connections": MAX_CONNECTIONS})
         self.nats = NatsServer(self.directory / "nats")
         self.parts: list[Part] = []
+        self.process_environ: dict[str, str] = {}  # what every process is given; set by start()
 
     def start(self) -> None:
         """Start the servers, then every process, and wait until each answers."""
@@ -82,6 +84,7 @@ class Cluster:
         # every anonymous caller at the gateway's one address.
         environ.pop("TWOFOLD_RATE_LIMIT_COMMANDS", None)
         environ.update(self.postgres.databases_for(self.system.names, exist_ok=True))
+        self.process_environ = dict(environ)
         logs = self.directory / "logs"
         self.parts = []
         for service in self.system.services:
@@ -130,6 +133,13 @@ class Cluster:
             if part.role == role:
                 found.setdefault(part.service, []).append(part.process.url)
         return found
+
+    def service_environ(self, service: str) -> dict[str, str]:
+        """The environment ``service``'s processes run with: its own stores' URLs as
+        ``TWOFOLD_DATABASE_URL`` and ``TWOFOLD_READ_DATABASE_URL``, as ``twofold serve --service`` reads them."""
+        if not self.process_environ:
+            raise RuntimeError("The cluster has not started: its databases are made by start()")
+        return embedded.service_environ(self.process_environ, self.system.service(service).name)
 
     def upstreams(self) -> dict[str, Upstream]:
         """How a gateway reaches each service's processes."""

@@ -6,7 +6,7 @@
     GET  /sagas/{name}[/{instance}]  → the service that runs the saga
     ANY  /services/{service}/{path}  → that service, as is (dead letters, its own /metrics…)
     GET  /health, /ready, /metrics, /openapi.json: the gateway's, from every service's
-    GET  /console/…                  the web console over every service (when they run in this process)
+    GET  /console/…                  the web console over every service (given their stores)
 
 Embedded, the services' apps run in the gateway's process and requests reach them through
 httpx's ASGI transport, with no socket; in cluster mode they reach each service's processes over
@@ -121,6 +121,7 @@ def create_gateway(
     auth: Authenticator | None = None,
     rate_limit: RateLimiter | None = None,
     console: Mapping[str, Runtime] | None = None,
+    close_console: bool = False,
 ) -> FastAPI:
     """Build the gateway app for ``system``; ``upstreams`` maps each service name to how to reach it.
 
@@ -129,7 +130,9 @@ def create_gateway(
     refusals are counted in the gateway's ``/metrics`` as the services count theirs.
     ``console`` (service name → runtime in this process) serves ``/console`` over every service at
     once: streams per service, a trace across them. Each service's own console stays at
-    ``/services/{name}/console``.
+    ``/services/{name}/console``. With ``close_console`` the gateway stops those runtimes, closing
+    their stores, when it shuts down: they are its own (a cluster's gateway opens every service's
+    stores for its console); without it, whoever runs them stops them (embedded, the services' apps).
     """
     missing = sorted(set(system.names) - set(upstreams))
     if missing:
@@ -139,6 +142,8 @@ def create_gateway(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            for runtime in console.values() if console is not None and close_console else ():
+                stack.push_async_callback(runtime.stop)
             for upstream in upstreams.values():
                 stack.push_async_callback(upstream.close)
                 for service_app in upstream.apps:
