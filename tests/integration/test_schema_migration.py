@@ -16,7 +16,9 @@ import pytest
 
 from tests.monolith import shop
 from twofold import Runtime
+from twofold.deadletters import DeadLetters
 from twofold.readmodels.postgres import PostgresReadStore
+from twofold.saga_runner import ensure_saga_tables, saga_instances
 from twofold.store import NewEvent
 from twofold.store.postgres import MIGRATIONS, PostgresEventStore
 
@@ -156,6 +158,8 @@ async def test_a_role_that_may_only_read_opens_both_stores_of_a_schema_already_m
     read_store = await asyncio.to_thread(PostgresReadStore, postgres_url, readers=1)
     try:
         await store.append("order-1", [NewEvent("test.Placed", {}, metadata={"correlation_id": "c-1"})])
+        await ensure_saga_tables(read_store)  # as a saga runner and a consumer would have
+        await DeadLetters(read_store).setup()
     finally:
         await store.close()
         await read_store.close()
@@ -174,6 +178,9 @@ async def test_a_role_that_may_only_read_opens_both_stores_of_a_schema_already_m
     try:
         assert [e.stream_id async for e in store.read_correlated("c-1")] == ["order-1"]
         assert await read_store.checkpoint("shop.catalog") == 0
+        await ensure_saga_tables(read_store)  # what the console's and the API's saga pages do first
+        assert await saga_instances(read_store, "checkout") == []
+        assert await DeadLetters(read_store).page() == []
     finally:
         await store.close()
         await read_store.close()
