@@ -156,7 +156,7 @@ def cluster(
 ) -> None:
     """Run a system as in production, on this machine: PostgreSQL, NATS and a process per part."""
     from twofold.cluster import Cluster
-    from twofold.embedded import console_runtimes
+    from twofold.embedded import console_runtimes, database_url_variable
     from twofold.http.gateway import create_gateway
 
     system = load_target(target)
@@ -169,6 +169,9 @@ def cluster(
     typer.secho(f"twofold: starting {system.name} — PostgreSQL, NATS and its processes, in {data}", err=True)
     with Cluster(target, system, data, query_replicas=replicas) as running:
         typer.secho(f"  PostgreSQL     {running.postgres.url()}", err=True)
+        for name in system.names:  # for the tools too: twofold trace, streams, stream --target TARGET
+            variable = database_url_variable(name)
+            typer.secho(f"    {variable}={running.process_environ[variable]}", err=True)
         typer.secho(f"  NATS           {running.nats.url}", err=True)
         for part in running.parts:
             typer.secho(f"  {part.label:<22} {part.process.url}   log: {part.process.log}", err=True)
