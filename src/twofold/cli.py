@@ -15,12 +15,13 @@ last three need TWOFOLD_NATS_URL), and workers (every background part, as the cl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -49,6 +50,7 @@ from twofold.system import System
 if TYPE_CHECKING:
     from twofold.http.auth import Authenticator
     from twofold.http.ratelimit import RateLimiter
+    from twofold.runtime import Runtime
 
 app = typer.Typer(help="Run and operate twofold services.", no_args_is_help=True, add_completion=False)
 
@@ -157,6 +159,7 @@ def cluster(
 ) -> None:
     """Run a system as in production, on this machine: PostgreSQL, NATS and a process per part."""
     from twofold.cluster import Cluster
+    from twofold.embedded import console_runtimes, database_url_variable
     from twofold.http.gateway import create_gateway
 
     system = load_target(target)
@@ -171,6 +174,9 @@ def cluster(
         typer.secho(f"  PostgreSQL     {running.postgres.url()}", err=True)
         if running.replica is not None:
             typer.secho(f"  its replica    {running.replica.url()}   (the query APIs read here)", err=True)
+        for name in system.names:  # for the tools too: twofold trace, streams, stream --target TARGET
+            variable = database_url_variable(name)
+            typer.secho(f"    {variable}={running.process_environ[variable]}", err=True)
         typer.secho(f"  NATS           {running.nats.url}", err=True)
         for part in running.parts:
             typer.secho(f"  {part.label:<22} {part.process.url}   log: {part.process.log}", err=True)
@@ -181,9 +187,26 @@ def cluster(
         )
         auth = _authenticator(dict(os.environ), "127.0.0.1")
         logging = _telemetry(dict(os.environ), system.name, "gateway")
-        gateway = create_gateway(system, running.upstreams(), auth=auth, rate_limit=_rate_limiter(dict(os.environ)))
-        uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning", **logging)
+        # The gateway's console reads every service's stores, found as the services' processes find them.
+        console = console_runtimes(system, running.process_environ)
+        try:
+            gateway = create_gateway(
+                system,
+                running.upstreams(),
+                auth=auth,
+                rate_limit=_rate_limiter(dict(os.environ)),
+                console=console,
+                close_console=True,
+            )
+            uvicorn.run(gateway, host="127.0.0.1", port=listen_port, log_level="warning", **logging)
+        finally:  # the gateway's shutdown closed them, unless Ctrl-C came before it started or while it stopped
+            asyncio.run(_stop(console.values()))
     typer.secho("twofold: stopped", err=True)
+
+
+async def _stop(runtimes: Iterable[Runtime]) -> None:
+    for runtime in runtimes:
+        await runtime.stop()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

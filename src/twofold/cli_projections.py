@@ -1,6 +1,6 @@
 """``twofold projections``, ``twofold dead-letters`` and ``twofold check``: operating read models.
 
-twofold projections status examples.shop:shop               # each projection: position, head, lag
+twofold projections status examples.shop:shop               # each projection: position, head, lag, failing
 twofold projections rebuild examples.shop:shop orders.history   # aside, then swapped in: no downtime
 twofold projections reset examples.shop:shop orders.history --yes   # dropped, replayed in place
 twofold dead-letters list examples.shop:shop --service orders
@@ -26,6 +26,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,7 +35,7 @@ from twofold.config import Settings, open_event_store, open_read_store
 from twofold.deadletters import DeadLetters
 from twofold.embedded import service_environ
 from twofold.errors import TwofoldError
-from twofold.projections import Projection, ProjectionRunner
+from twofold.projections import Projection, ProjectionFailure, ProjectionRunner, projection_failures
 from twofold.readmodels import ReadStore
 from twofold.rebuilds import rebuild_projection
 from twofold.service import Service
@@ -152,28 +153,58 @@ def status(target: Target, service_name: ServiceName = None, as_json: AsJson = F
             async with _opened(service, environ) as opened:
                 head = await opened.store.head_position()
                 tenants = await known_tenants(opened.read_store)
+                failing = await projection_failures(opened.read_store)
                 for projection in service.projections:
                     main = await opened.read_store.checkpoint(projection.name)
+                    failure = failing.get(projection.name)
                     for tenant in [None, *tenants]:
                         where = opened.read_store if tenant is None else opened.read_store.for_tenant(tenant)
                         position = main if tenant is None else await where.checkpoint(projection.name)
                         # One runner applies every tenant's events: a tenant's copy is as far on as it.
-                        row = {"service": service.name, "projection": projection.name, "tenant": tenant}
-                        rows.append({**row, "position": position, "head": head, "lag": max(head - main, 0)})
+                        rows.append(
+                            {
+                                "service": service.name,
+                                "projection": projection.name,
+                                "tenant": tenant,
+                                "position": position,
+                                "head": head,
+                                "lag": max(head - main, 0),
+                                "failing": _failure_json(failure) if tenant is None else None,  # the runner's
+                            }
+                        )
         return rows
 
     rows = _run(gather)
     if as_json:
         _print_json({"projections": rows})
         return
-    table = Table("service", "projection", "tenant", "position", "head", "lag")
+    table = Table("service", "projection", "tenant", "position", "head", "lag", "failing")
     for row in rows:
         lag = str(row["lag"]) if row["lag"] == 0 else f"[yellow]{row['lag']}[/yellow]"
-        table.add_row(
-            row["service"], row["projection"], row["tenant"] or "", str(row["position"]), str(row["head"]), lag
-        )
+        failing = row["failing"]
+        shown = "" if failing is None else _failing_cell(failing)
+        cells = (row["service"], row["projection"], row["tenant"] or "", str(row["position"]), str(row["head"]))
+        table.add_row(*cells, lag, shown)
     console.print(table)
     console.print("A tenant's position is the last of its own events applied; its lag is the projection's.")
+    if any(row["failing"] for row in rows):
+        console.print("failing: the position of the batch its runner keeps retrying, how often it failed, the error.")
+
+
+def _failing_cell(failing: dict[str, Any]) -> str:
+    # The error's own text is escaped: "[x]" in a message is not markup.
+    return f"[red]at {failing['position']}, {failing['failures']}× in a row:[/red] {escape(failing['error'])}"
+
+
+def _failure_json(failure: ProjectionFailure | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {
+        "position": failure.position,
+        "error": failure.error,
+        "failures": failure.failures,
+        "failed_at": failure.failed_at,
+    }
 
 
 @projections.command("rebuild")

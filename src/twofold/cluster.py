@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from twofold.embedded import database_url_variable
+from twofold import embedded
 from twofold.system import System
 from twofold.testing.servers import NatsServer, PostgresReplica, PostgresServer, ServiceProcess
 
@@ -78,6 +78,7 @@ class Cluster:
         self.replica = PostgresReplica(self.postgres, self.directory / "postgres-replica") if replica else None
         self.nats = NatsServer(self.directory / "nats")
         self.parts: list[Part] = []
+        self.process_environ: dict[str, str] = {}  # what every process is given; set by start()
 
     def start(self) -> None:
         """Start the servers, then every process, and wait until each answers."""
@@ -91,6 +92,7 @@ class Cluster:
         if self.replica is not None:
             self.replica.start()  # a copy of the whole cluster: every service's database is on it
             environ.update(self._replica_databases(environ))
+        self.process_environ = dict(environ)
         logs = self.directory / "logs"
         self.parts = []
         for service in self.system.services:
@@ -127,8 +129,8 @@ class Cluster:
         """Each service's queries read its database on the replica: the same name, the replica's port."""
         assert self.replica is not None
         return {
-            database_url_variable(name, query=True): self.replica.url(
-                environ[database_url_variable(name)].rsplit("/", 1)[1]
+            embedded.database_url_variable(name, query=True): self.replica.url(
+                environ[embedded.database_url_variable(name)].rsplit("/", 1)[1]
             )
             for name in self.system.names
         }
@@ -153,6 +155,13 @@ class Cluster:
             if part.role == role:
                 found.setdefault(part.service, []).append(part.process.url)
         return found
+
+    def service_environ(self, service: str) -> dict[str, str]:
+        """The environment ``service``'s processes run with: its own stores' URLs as
+        ``TWOFOLD_DATABASE_URL`` and ``TWOFOLD_READ_DATABASE_URL``, as ``twofold serve --service`` reads them."""
+        if not self.process_environ:
+            raise RuntimeError("The cluster has not started: its databases are made by start()")
+        return embedded.service_environ(self.process_environ, self.system.service(service).name)
 
     def upstreams(self) -> dict[str, Upstream]:
         """How a gateway reaches each service's processes."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from twofold._tables import layout_of
 from twofold.messages import utc_now
 from twofold.readmodels import Database, ReadStore, Row
 
@@ -26,6 +27,7 @@ __all__ = ["UNREADABLE_STREAM", "DeadLetter", "DeadLetters"]
 UNREADABLE_STREAM = ""  # the stream id of a parked message that could not be read as an event at all
 TRANSACTION_NAME = "twofold.dead_letters"  # the read store's name for these transactions; no checkpoint moves
 
+TABLE = "twofold_dead_letters"
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS twofold_dead_letters (
     source    TEXT NOT NULL,
@@ -94,9 +96,10 @@ class DeadLetters:
         self._ready = False
 
     async def setup(self) -> None:
-        """Create the table if it does not exist yet (idempotent)."""
+        """Create the table if it does not exist yet; if it does, write nothing (a console's role may only read)."""
         if not self._ready:
-            await self._read_store.transact(TRANSACTION_NAME, lambda db: db.execute(CREATE_TABLE))
+            if not await self._read_store.read(lambda db: layout_of(db, TABLE).present):
+                await self._read_store.transact(TRANSACTION_NAME, lambda db: db.execute(CREATE_TABLE))
             self._ready = True
 
     async def park(self, letter: DeadLetter) -> None:

@@ -29,7 +29,7 @@ from twofold.service import Service
 from twofold.store import EventStore
 from twofold.system import System
 
-__all__ = ["database_url_variable", "embedded_runtimes", "service_environ", "settle"]
+__all__ = ["console_runtimes", "database_url_variable", "embedded_runtimes", "service_environ", "settle"]
 
 SETTLE_PAUSE = 0.02  # seconds between rounds: long enough for a feed to look at another service's appends
 
@@ -80,6 +80,23 @@ def embedded_runtimes(system: System, environ: Mapping[str, str] = os.environ) -
         ]
         runtimes[service.name] = Runtime(service, store=store, read_store=read_store, workers=feeds, bus=bus)
         bus.register(runtimes[service.name])
+    return runtimes
+
+
+def console_runtimes(system: System, environ: Mapping[str, str] = os.environ) -> dict[str, Runtime]:
+    """A runtime per service over that service's own stores, for a console to read from.
+
+    The stores are found as :func:`embedded_runtimes` and ``twofold serve --service`` find them
+    (``TWOFOLD_<SERVICE>_DATABASE_URL``…). Nothing runs in these runtimes: no projection, saga,
+    relay or feed, so they never write, and the console sends no command. The gateway of a
+    cluster serves its ``/console`` from them; :meth:`Runtime.stop` closes each one's stores.
+    """
+    runtimes: dict[str, Runtime] = {}
+    for service in system.services:
+        settings = Settings.from_env(service, service_environ(environ, service.name))
+        store = open_event_store(settings.database_url, database_url_variable(service.name))
+        read_store = open_read_store(settings.read_database_url)
+        runtimes[service.name] = Runtime(service, store=store, read_store=read_store, project=False)
     return runtimes
 
 

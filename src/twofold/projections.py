@@ -21,9 +21,11 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from twofold._notify import Notifier
+from twofold._tables import layout_of
 from twofold.aggregate import event_types_of
 from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
@@ -34,13 +36,38 @@ from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
 from twofold.tenancy import Tenancy
 
-__all__ = ["Projection", "ProjectionRunner"]
+__all__ = ["Projection", "ProjectionFailure", "ProjectionRunner", "projection_failures"]
 
 log = logging.getLogger("twofold.projections")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before re-trying a failed batch, then every 5 s
 CATCH_UP_CHECK = 0.05  # seconds catch_up gives a running task to show progress before reading itself
+
+# A runner's latest failure, one row a projection, for tools and consoles in other processes. A row
+# is current while the projection's checkpoint is before the position it failed at: once a batch
+# there commits, the row is history, so a success never has to write anything to clear it.
+FAILURES = "twofold_projection_failures"
+CREATE_FAILURES = """
+CREATE TABLE IF NOT EXISTS twofold_projection_failures (
+    projection TEXT PRIMARY KEY,
+    position   BIGINT NOT NULL,
+    error      TEXT NOT NULL,
+    failures   INTEGER NOT NULL,
+    failed_at  TEXT NOT NULL
+)
+"""
+RECORD_FAILURE = """
+INSERT INTO twofold_projection_failures (projection, position, error, failures, failed_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (projection) DO UPDATE SET position = excluded.position, error = excluded.error,
+    failures = excluded.failures, failed_at = excluded.failed_at
+"""
+FORGET_FAILURE = "DELETE FROM twofold_projection_failures WHERE projection = ?"
+CURRENT_FAILURES = """
+SELECT f.projection, f.position, f.error, f.failures, f.failed_at
+FROM twofold_projection_failures f LEFT JOIN twofold_checkpoints c ON c.projection = f.projection
+WHERE coalesce(c.position, 0) < f.position
+"""
 
 
 class Projection:
@@ -131,7 +158,7 @@ class ProjectionRunner:
         return await progress_of(self.name, self._store, self.position, self.last_progress)
 
     async def start(self) -> None:
-        await self._read_store.transact(self.name, self.projection.setup)
+        await self._read_store.transact(self.name, self._setup)
         self.last_progress = utc_now()
         self._notifier.announce(await self._read_store.checkpoint(self.name))
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
@@ -160,9 +187,15 @@ class ProjectionRunner:
             self.projection.reset(db)
             self.projection.setup(db)
 
+        def reset_main(db: Database) -> None:
+            reset(db)
+            # Replayed from 0, a failure recorded at a later position would look current again.
+            db.execute(CREATE_FAILURES)
+            db.execute(FORGET_FAILURE, (self.name,))
+
         for tenant in await self._tenancy.tenants():
             await (await self._tenancy.store_for(tenant)).transact(self.name, reset, position=0)
-        await self._read_store.transact(self.name, reset, position=0)
+        await self._read_store.transact(self.name, reset_main, position=0)
         self._notifier.head = 0
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
 
@@ -247,6 +280,22 @@ class ProjectionRunner:
             except CheckpointConflict:  # another worker applied some of them first: skip those
                 continue
 
+    def _setup(self, db: Database) -> None:
+        self.projection.setup(db)
+        db.execute(CREATE_FAILURES)
+
+    async def _record_failure(self, error: str) -> None:
+        """Keep the failure where ``twofold projections status`` and other processes' consoles read it.
+
+        A transaction of its own, begun after the failed batch's rolled back. A failure that stops
+        this write too (the read store is down) is left to the log and ``/ready``, where it is anyway.
+        """
+        row = (self.name, self.position + 1, error, self.failures, utc_now().isoformat())
+        try:
+            await self._read_store.transact(self.name, lambda db: db.execute(RECORD_FAILURE, row))
+        except Exception:  # the failure being recorded is the one to report, and the log has it
+            log.warning("projection %s: could not record its failure in the read store", self.name, exc_info=True)
+
     def _applying(self, records: Sequence[StoredEvent]) -> Callable[[Database], None]:
         def work(db: Database) -> None:
             for record in records:
@@ -272,4 +321,36 @@ class ProjectionRunner:
                 log.exception(
                     "projection %s failed at position %d; retrying in %ss", self.name, self.position + 1, delay
                 )
+                await self._record_failure(self.last_error)
                 await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionFailure:
+    """Why a projection's runner, wherever it runs, last failed to apply the events at ``position``."""
+
+    projection: str
+    position: int  # the first event of the batch that failed: the checkpoint is still before it
+    error: str
+    failures: int  # batches failed in a row there
+    failed_at: str  # ISO 8601, UTC
+
+
+async def projection_failures(read_store: ReadStore) -> dict[str, ProjectionFailure]:
+    """The projections of ``read_store`` whose runner is failing now, by name, as the runners recorded it.
+
+    Only reads: empty where no runner has made the table yet.
+    """
+
+    def read(db: Database) -> dict[str, ProjectionFailure]:
+        if not layout_of(db, FAILURES).present:
+            return {}
+        rows = db.fetch_all(CURRENT_FAILURES)
+        return {
+            str(r["projection"]): ProjectionFailure(
+                str(r["projection"]), int(r["position"]), str(r["error"]), int(r["failures"]), str(r["failed_at"])
+            )
+            for r in rows
+        }
+
+    return await read_store.read(read)

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ConfigDict
 
+from twofold._tables import layout_of
 from twofold.errors import ConcurrencyError
 from twofold.health import Progress, Total, progress_of
 from twofold.messages import Command, Envelope, Event, EventTypes, Upcaster, utc_now
@@ -59,6 +60,7 @@ SETUP = (
     " name TEXT NOT NULL, due_at TEXT NOT NULL, PRIMARY KEY (saga, instance, name))",
     "CREATE INDEX IF NOT EXISTS twofold_saga_deadlines_due ON twofold_saga_deadlines (saga, due_at)",
 )
+SAGA_TABLES = ("twofold_sagas", "twofold_saga_deadlines")
 UPSERT_INSTANCE = (
     "INSERT INTO twofold_sagas (saga, instance, version, status, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (saga, instance) DO UPDATE SET version = excluded.version, status = excluded.status,"
@@ -522,7 +524,11 @@ async def saga_status_counts(read_store: ReadStore) -> dict[tuple[str, str], int
 async def ensure_saga_tables(read_store: ReadStore) -> None:
     """Create the tables that list instances and deadlines, if no runner has yet (a query process).
 
-    A read replica (a ``read_only`` store) has them from its primary, where the runners made them.
+    Where they are there, nothing is written: a console's role may only read, and a read replica
+    (a ``read_only`` store) has them from its primary, where the runners made them.
     """
-    if not getattr(read_store, "read_only", False):
-        await read_store.transact("saga tables", _setup)
+    if getattr(read_store, "read_only", False):
+        return
+    if await read_store.read(lambda db: all(layout_of(db, table).present for table in SAGA_TABLES)):
+        return
+    await read_store.transact("saga tables", _setup)

@@ -12,15 +12,19 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from examples.shop import shop as system
+from twofold.cli import app as cli
 from twofold.cluster import Cluster
-from twofold.embedded import database_url_variable
+from twofold.embedded import console_runtimes, database_url_variable
 from twofold.http.gateway import create_gateway
 
 pytestmark = pytest.mark.slow
@@ -39,12 +43,36 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield running
 
 
-@pytest.fixture
-async def client(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_gateway(system, cluster.upstreams())
+@asynccontextmanager
+async def gateway(cluster: Cluster, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_gateway(system, cluster.upstreams(), **options)
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
         yield http
+
+
+@pytest.fixture
+async def client(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway(cluster) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def checked_out(cluster: Cluster) -> str:
+    """One checkout through the gateway, confirmed; the correlation id of everything it caused."""
+
+    async def checkout() -> str:
+        async with gateway(cluster) as http:
+            await stock(http, "T-1", 3)
+            placed = await ok(http, "PlaceOrder", {"order_id": "t1", "customer_id": "cust-t", "lines": [_line("T-1")]})
+            await settled(http, "cust-t", ["t1"])
+            return str(placed["command_id"])
+
+    return asyncio.run(checkout())
+
+
+def _line(sku: str, quantity: int = 1) -> dict[str, Any]:
+    return {"sku": sku, "quantity": quantity}
 
 
 async def ok(client: httpx.AsyncClient, command: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +207,43 @@ async def test_the_gateway_reports_every_process_and_reaches_a_service_s_dead_le
     assert 'twofold_dead_letters{part="workers",service="orders",source="inventory"} 0.0' in metrics
     parked = await client.get("/services/orders/dead-letters")
     assert parked.status_code == 200
+
+
+async def test_the_gateway_s_console_traces_a_checkout_across_every_service_s_store(
+    cluster: Cluster, checked_out: str
+) -> None:
+    async with gateway(cluster, console=console_runtimes(system, cluster.process_environ), close_console=True) as http:
+        page = await http.get("/console/trace", params={"correlation_id": checked_out})
+        streams = {name: (await http.get("/console/streams", params={"service": name})).text for name in system.names}
+    assert page.status_code == 200, page.text
+    commands = re.findall(
+        r'<li class="command">\s*<span class="kind">command</span> <span class="service">(\w+)', page.text
+    )
+    events = re.findall(r'<li class="event">\s*<span class="kind">event</span> <span class="service">(\w+)', page.text)
+    assert set(commands) == set(events) == set(system.names)
+    assert "orders.OrderConfirmed" in page.text
+    shown = {"catalog": "product-T-1", "inventory": "stock-T-1", "orders": "order-t1", "payments": "payment-t1"}
+    for name, stream_id in shown.items():
+        assert f'href="/console/streams/{name}/{stream_id}"' in streams[name]
+
+
+def test_twofold_trace_draws_a_checkout_from_the_cluster_s_stores(cluster: Cluster, checked_out: str) -> None:
+    shown = CliRunner().invoke(
+        cli, ["trace", "examples.shop:shop", checked_out, "--json"], env=cluster.process_environ, catch_exceptions=False
+    )
+    assert shown.exit_code == 0, shown.output
+    nodes = list(_walk(json.loads(shown.stdout)["roots"][0]))
+    events = [n for n in nodes if n["kind"] == "event"]
+    assert (
+        {n["service"] for n in nodes if n["kind"] == "command"} == {e["service"] for e in events} == set(system.names)
+    )
+    assert events[-1]["type"] == "orders.OrderConfirmed"
+
+
+def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node["children"]:
+        yield from _walk(child)
 
 
 async def orders_under_fault(client: httpx.AsyncClient, prefix: str, fault: Any) -> None:

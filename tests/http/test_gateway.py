@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from examples.shop import shop
 from tests.http import LEAKS, PROBLEM
-from twofold.embedded import embedded_runtimes
+from twofold.embedded import console_runtimes, embedded_runtimes
 from twofold.http.gateway import Upstream, create_gateway, gateway_in_process
+from twofold.projections import CREATE_FAILURES, RECORD_FAILURE
 from twofold.testing.servers import free_port
 
 
@@ -101,3 +102,29 @@ async def test_a_service_that_cannot_be_reached_is_a_502_problem_and_not_ready()
         assert "orders" in down.json()["detail"]
         assert not any(leak in down.text for leak in LEAKS)
         assert (await client.get("/ready")).status_code == 503
+
+
+async def test_a_console_over_stores_of_its_own_serves_every_service_and_closes_them_when_the_gateway_stops(
+    tmp_path: Path,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    upstreams = {name: Upstream.over_http(closed, [closed]) for name in shop.names}
+    environ = {f"TWOFOLD_{name.upper()}_DATABASE_URL": f"sqlite:///{tmp_path / name}.db" for name in shop.names}
+    console = console_runtimes(shop, environ)
+    orders = console["orders"].read_store
+    assert orders is not None
+    failure = ("orders.history", 7, "ValueError: no price", 3, "2026-11-26T21:00:00+00:00")
+    await orders.transact("test", lambda db: (db.execute(CREATE_FAILURES), db.execute(RECORD_FAILURE, failure)))
+    app = create_gateway(shop, upstreams, console=console, close_console=True)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        for name in shop.names:
+            page = await client.get("/console/streams", params={"service": name})
+            assert f"Streams of {name}" in page.text
+        projections = await client.get("/console/projections")  # run elsewhere: as their runners recorded them
+        assert "ValueError: no price" in projections.text
+    for runtime in console.values():
+        assert runtime.store is not None
+        with pytest.raises(RuntimeError, match="is closed"):
+            await runtime.store.head_position()
+        await runtime.stop()  # again, as the command line does after Ctrl-C: nothing left to close

@@ -16,7 +16,9 @@ import pytest
 
 from tests.monolith import shop
 from twofold import Runtime
+from twofold.deadletters import DeadLetters
 from twofold.readmodels.postgres import PostgresReadStore
+from twofold.saga_runner import ensure_saga_tables, saga_instances
 from twofold.store import NewEvent
 from twofold.store.postgres import MIGRATIONS, PostgresEventStore
 
@@ -146,3 +148,39 @@ def test_processes_opening_one_fresh_database_together_all_succeed(postgres_url:
     versions, events, checkpoints = asyncio.run(_schema(postgres_url))
     assert versions == list(range(1, len(MIGRATIONS) + 1))
     assert (events, checkpoints) == (1, 1)
+
+
+async def test_a_role_that_may_only_read_opens_both_stores_of_a_schema_already_made_and_reads_them(
+    postgres_url: str,
+) -> None:
+    """What a console or a tool is given in production: SELECT, and no right to create anything."""
+    store = PostgresEventStore(postgres_url, pool_size=1)
+    read_store = await asyncio.to_thread(PostgresReadStore, postgres_url, readers=1)
+    try:
+        await store.append("order-1", [NewEvent("test.Placed", {}, metadata={"correlation_id": "c-1"})])
+        await ensure_saga_tables(read_store)  # as a saga runner and a consumer would have
+        await DeadLetters(read_store).setup()
+    finally:
+        await store.close()
+        await read_store.close()
+    database = postgres_url.rsplit("/", 1)[1]
+    reader = f"reader_{database}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'CREATE ROLE "{reader}" LOGIN')  # names from this test, not from input
+        await conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{reader}"')
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    finally:
+        await conn.close()
+    as_reader = postgres_url.replace("://postgres@", f"://{reader}@", 1)
+    store = PostgresEventStore(as_reader, pool_size=1)
+    read_store = await asyncio.to_thread(PostgresReadStore, as_reader, readers=1)
+    try:
+        assert [e.stream_id async for e in store.read_correlated("c-1")] == ["order-1"]
+        assert await read_store.checkpoint("shop.catalog") == 0
+        await ensure_saga_tables(read_store)  # what the console's and the API's saga pages do first
+        assert await saga_instances(read_store, "checkout") == []
+        assert await DeadLetters(read_store).page() == []
+    finally:
+        await store.close()
+        await read_store.close()

@@ -13,7 +13,7 @@ import pytest
 import twofold.projections
 from tests.monolith.messages import ProductAdded, StockReceived
 from twofold import Database, NotCaughtUp, NotFound, Projection, Query, StoredEvent
-from twofold.projections import ProjectionRunner
+from twofold.projections import ProjectionRunner, projection_failures
 from twofold.queries import QueryDispatcher
 from twofold.readmodels import CheckpointConflict
 from twofold.readmodels.sqlite import SQLiteReadStore
@@ -202,6 +202,10 @@ async def test_a_running_projection_retries_a_failed_batch_until_it_succeeds(
     assert tally.raised == 1
     assert (runner.failures, runner.last_error) == (0, None)
     assert await times_applied(read_store) == dict.fromkeys(range(1, 7), 1)
+    assert await projection_failures(read_store) == {}  # its record stays, before the checkpoint: history
+    assert [r["position"] for r in await rows(read_store, "twofold_projection_failures")] == [4]
+    await runner.rebuild()  # replayed from 0: a failure at 4 must not look current on the way there
+    assert await rows(read_store, "twofold_projection_failures") == []
 
 
 async def test_a_failing_runner_reports_its_failures_and_last_error(
@@ -217,10 +221,17 @@ async def test_a_failing_runner_reports_its_failures_and_last_error(
     await runner.start()
 
     await until(lambda: runner.failures == 1)
+    async with asyncio.timeout(WAIT):
+        while not (failing := await projection_failures(read_store)):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
 
     assert runner.last_error == "RuntimeError: cannot apply position 2"
     assert await read_store.checkpoint("test.tally") == 0
     assert not await runner.wait_for(2, 0.05)
+    # Recorded for other processes, in a transaction of its own: the failed batch left no row.
+    assert failing["test.tally"].error == "RuntimeError: cannot apply position 2"
+    assert (failing["test.tally"].position, failing["test.tally"].failures) == (1, 1)
+    assert await times_applied(read_store) == {}
 
 
 async def test_a_live_projection_follows_new_appends(

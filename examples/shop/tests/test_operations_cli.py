@@ -25,6 +25,7 @@ from twofold.cli_projections import register
 from twofold.deadletters import DeadLetter, DeadLetters
 from twofold.embedded import embedded_runtimes
 from twofold.http.gateway import gateway_in_process
+from twofold.projections import projection_failures
 from twofold.testing.servers import PostgresServer
 
 SHOP = "examples.shop:shop"
@@ -69,8 +70,10 @@ def traded(environ: dict[str, str]) -> dict[str, str]:
     return environ
 
 
-def twofold(environ: dict[str, str], *arguments: str, answer: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(arguments), env=environ, input=answer)
+def twofold(
+    environ: dict[str, str], *arguments: str, answer: str | None = None, env: dict[str, str] | None = None
+) -> Result:
+    return CliRunner().invoke(app, list(arguments), env={**environ, **(env or {})}, input=answer)
 
 
 def as_json(result: Result) -> Any:
@@ -108,6 +111,32 @@ def test_status_shows_each_projection_caught_up_with_its_store(traded: dict[str,
     assert set(main) == {"catalog.products", "inventory.stock", "orders.history"}
     assert all(row["lag"] == 0 and row["position"] == row["head"] > 0 for row in main.values())
     assert {row["tenant"] for row in rows} == {None, "acme"}
+
+
+def test_status_shows_a_failing_projection_s_error_until_its_runner_gets_past_it(traded: dict[str, str]) -> None:
+    async def break_stock(shop: Shop) -> None:
+        inventory = shop.runtimes["inventory"].read_store
+        assert inventory is not None
+        await shop.corrupt("inventory", "DROP TABLE stock_levels")  # the next batch of inventory.stock fails
+        await shop.ok(None, "ReceiveStock", {"sku": "A-1", "quantity": 1})
+        async with asyncio.timeout(10):
+            while "inventory.stock" not in await projection_failures(inventory):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    in_the_shop(traded, break_stock)
+    rows = as_json(twofold(traded, "projections", "status", SHOP, "--service", "inventory", "--json"))["projections"]
+    shown = twofold(traded, "projections", "status", SHOP, "--service", "inventory", env={"COLUMNS": "250"})
+
+    [stock] = [row for row in rows if row["projection"] == "inventory.stock" and row["tenant"] is None]
+    assert (stock["lag"], stock["failing"]["position"]) == (1, stock["head"])
+    assert stock["failing"]["failures"] >= 1  # retried until the shop stopped
+    assert "stock_levels" in stock["failing"]["error"]
+    assert [row["failing"] for row in rows if row is not stock] == [None] * (len(rows) - 1)
+    assert f"at {stock['head']}, {stock['failing']['failures']}× in a row:" in shown.output
+
+    in_the_shop(traded, Shop.settle)  # started again, the projection makes its table and applies the event
+    rows = as_json(twofold(traded, "projections", "status", SHOP, "--service", "inventory", "--json"))["projections"]
+    assert all(row["failing"] is None and row["lag"] == 0 for row in rows)
 
 
 def test_rebuild_replaces_a_corrupted_read_model_by_a_right_one(traded: dict[str, str]) -> None:

@@ -217,17 +217,13 @@ class PostgresReadStore:
             "connect_timeout": max(2, math.ceil(timeout)),  # libpq reads 1 as 2
             "application_name": "twofold-read-store",
         }
-        with _translated(), self._connect() as conn, conn.transaction():
+        with _translated(), self._connect() as conn:
             row = conn.execute(IN_RECOVERY).fetchone()
             # A hot standby (a read replica) refuses every write; its tables come from the primary.
             self.read_only = bool(row and row["standby"])
             self._checkpoints_seen = not self.read_only
             if not self.read_only:
-                # CREATE TABLE IF NOT EXISTS is not safe against the same statement in a concurrent
-                # transaction (the loser fails on pg_type's unique index), and two processes often
-                # start together; the advisory lock makes them take turns.
-                conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
-                conn.execute(SCHEMA)
+                self._create_checkpoints(conn)
         self._pool = ConnectionPool(
             url,
             connection_class=Connection,
@@ -344,6 +340,20 @@ class PostgresReadStore:
         if not self._schema_ready:
             await loop.run_in_executor(self._writer, self._create_schema)
         return await loop.run_in_executor(executor, function, *args)
+
+    @staticmethod
+    def _create_checkpoints(conn: Connection) -> None:
+        """Create the checkpoints table where it is missing; where it is there, write nothing, so that a
+        role that may only read (a console's, a tool's) can open the store."""
+        found = conn.execute(TABLE_EXISTS, ("twofold_checkpoints",)).fetchone()
+        if found is not None and found["present"]:
+            return
+        with conn.transaction():
+            # CREATE TABLE IF NOT EXISTS is not safe against the same statement in a concurrent
+            # transaction (the loser fails on pg_type's unique index), and two processes often start
+            # together; the advisory lock makes them take turns.
+            conn.execute(LOCK_SCHEMA, (SCHEMA_LOCK,))
+            conn.execute(SCHEMA)
 
     def _create_schema(self) -> None:
         """Create the tenant's schema and its checkpoints table, once (on the writer thread)."""

@@ -59,6 +59,7 @@ __all__ = ["PostgresEventStore"]
 
 SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS twofold_schema (version integer NOT NULL)"
 GET_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM twofold_schema"
+HAS_SCHEMA_VERSION = "SELECT to_regclass('twofold_schema') IS NOT NULL"
 SET_SCHEMA_VERSION = "INSERT INTO twofold_schema (version) VALUES ($1)"
 LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
 APPEND = """
@@ -421,7 +422,14 @@ async def _keep_session(conn: Connection) -> None:
 
 
 async def _migrate(conn: Connection) -> None:
-    """Bring the schema to the newest version, once, whatever the number of processes starting."""
+    """Bring the schema to the newest version, once, whatever the number of processes starting.
+
+    A schema already at the newest version is left alone without a lock or a write, so that a role
+    that may only read (a console's, a tool's) can open the store. Versions only ever grow, so
+    the look before the lock cannot miss a migration.
+    """
+    if await conn.fetchval(HAS_SCHEMA_VERSION) and await conn.fetchval(GET_SCHEMA_VERSION) >= len(MIGRATIONS):
+        return
     async with conn.transaction():
         await conn.execute(LOCK, *LOCK_MIGRATION)
         await conn.execute(SCHEMA_VERSION_TABLE)

@@ -14,6 +14,7 @@ from typing import Any
 from twofold.deadletters import DeadLetter, DeadLetters
 from twofold.health import Progress
 from twofold.messages import utc_now
+from twofold.projections import projection_failures
 from twofold.runtime import Runtime, Worker
 from twofold.saga_runner import REACTED, ensure_saga_tables, saga_instances
 from twofold.sagas import stream_of
@@ -53,13 +54,16 @@ def _row(service: str, progress: Progress, now: datetime, running: bool | None, 
 
 
 async def _elsewhere(service: str, runtime: Runtime, here: set[str]) -> list[WorkerRow]:
-    """Projections this process does not run: their checkpoints, against the head when a store is at hand."""
+    """Projections this process does not run: their checkpoints, against the head when a store is at hand,
+    and the error their runner, wherever it runs, is failing with."""
     head = await runtime.store.head_position() if runtime.store is not None else None
+    failing = await projection_failures(runtime.read_store) if runtime.read_store is not None else {}
     rows = []
     for name, position in (await runtime.positions()).items():
         if name not in here:
             lag = None if head is None else max(head - position, 0)
-            rows.append(WorkerRow(service, name, position, head, lag, None, None, None))
+            error = failing[name].error if name in failing else None
+            rows.append(WorkerRow(service, name, position, head, lag, None, None, error))
     return rows
 
 
