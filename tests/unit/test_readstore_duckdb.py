@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.readstore_contract import OpenStore, ReadStoreContract
+from twofold.readmodels import Database
 from twofold.readmodels.duckdb import DuckDBReadStore, to_duckdb
 
 
@@ -34,7 +35,7 @@ async def test_a_scratch_store_is_a_schema_of_the_file_and_discarding_it_drops_i
         await shadow.discard()
 
         assert await store.read(lambda db: db.fetch_all(schemas)) == []
-        assert [p.name for p in tmp_path.iterdir() if "scratch" in p.name] == []
+        assert scratch_files(tmp_path) == []
     finally:
         await store.close()
 
@@ -42,16 +43,13 @@ async def test_a_scratch_store_is_a_schema_of_the_file_and_discarding_it_drops_i
 async def test_a_swap_keeps_the_shadows_primary_key_and_decimal_columns(tmp_path: Path) -> None:
     store = DuckDBReadStore(tmp_path / "warehouse.duckdb")
     try:
+
+        def build(db: Database) -> None:
+            db.execute("CREATE TABLE sales (sku TEXT PRIMARY KEY, revenue DECIMAL(18, 2) NOT NULL)")
+            db.execute("INSERT INTO sales VALUES (?, ?)", ("A-1", Decimal("12.50")))
+
         shadow = store.scratch("test")
-        await shadow.transact(
-            "test.sales",
-            lambda db: (
-                db.execute("CREATE TABLE sales (sku TEXT PRIMARY KEY, revenue DECIMAL(18, 2) NOT NULL)"),
-                db.execute("INSERT INTO sales VALUES (?, ?)", ("A-1", Decimal("12.50"))),
-            )
-            and None,
-            position=3,
-        )
+        await shadow.transact("test.sales", build, position=3)
         await store.swap_in(shadow, "test.sales", ["sales"])
         await shadow.discard()
 
@@ -67,3 +65,7 @@ async def test_a_swap_keeps_the_shadows_primary_key_and_decimal_columns(tmp_path
         assert await store.checkpoint("test.sales") == 3
     finally:
         await store.close()
+
+
+def scratch_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if "scratch" in p.name]

@@ -24,6 +24,8 @@ from twofold.errors import StoreError
 __all__ = [
     "GET_CHECKPOINT",
     "SCRATCH_NAME",
+    "SQL_DIALECTS",
+    "TARGETS",
     "CheckpointConflict",
     "Database",
     "Params",
@@ -40,6 +42,10 @@ Params = Sequence[Any] | Mapping[str, Any]
 SCRATCH_NAME = re.compile(r"^[a-z0-9_]{1,30}$")  # short enough to fit a PostgreSQL schema name with a prefix
 # Every read store keeps its checkpoints in this table; a read can take one in its own snapshot.
 GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = ?"
+# The stores a projection can name as its ``target``: the service's read database, the DuckDB
+# warehouse for reports, the search index. Each is opened only when a projection names it.
+TARGETS = ("sql", "warehouse", "search")
+SQL_DIALECTS = frozenset({"sqlite", "postgresql", "duckdb"})  # stores whose handle is a Database
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

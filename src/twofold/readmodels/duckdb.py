@@ -274,7 +274,7 @@ class DuckDBReadStore:
         if self._scratch_of is None:
             raise ValueError(f"{self.path} is no scratch store: only a scratch store can be discarded")
         if not self._threads.closed:
-            await self._threads.write(_drop_schema, self._threads.catalog, self._schema)
+            await self._threads.write(_drop_schema, _qualified(self._threads.catalog, MAIN_SCHEMA), self._where())
 
     async def swap_in(self, shadow: ReadStore[Any], name: str, tables: Sequence[str]) -> None:
         """Make each table again as the shadow's, with its rows, and move the checkpoint, in one transaction.
@@ -286,7 +286,7 @@ class DuckDBReadStore:
             raise ValueError("Only a scratch store of this store can be swapped in")
         await shadow._made()
         quoted = [(table, quoted_table(table)) for table in tables]
-        await self._threads.write(_swap_in, self._threads.lock, self._threads.catalog, shadow._schema, name, quoted)
+        await self._threads.write(_swap_in, self._threads.lock, self._where(), shadow._schema, name, quoted)
 
     async def close(self) -> None:
         if self._scratch_of is not None:
@@ -297,13 +297,13 @@ class DuckDBReadStore:
         await asyncio.to_thread(self._threads.close)
 
     def _where(self) -> str:
-        return f'"{self._threads.catalog}".{self._schema}'
+        return _qualified(self._threads.catalog, self._schema)
 
     async def _made(self) -> None:
         """A scratch schema is dropped and made afresh at its first use: an earlier one may have been left."""
         if self._fresh:
             self._fresh = False
-            await self._threads.write(_fresh_schema, self._threads.catalog, self._schema)
+            await self._threads.write(_fresh_schema, self._where())
 
 
 def _one(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -360,20 +360,25 @@ def _read(cursor: duckdb.DuckDBPyConnection, where: str, work: Callable[[Databas
         raise _translate(exc) from exc
 
 
-def _fresh_schema(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> None:
+def _qualified(catalog: str, schema: str) -> str:
+    """``"warehouse"."twofold_scratch_x"``: a schema of one database, each name quoted (a ``"`` doubled)."""
+    return ".".join('"' + name.replace('"', '""') + '"' for name in (catalog, schema))
+
+
+def _fresh_schema(conn: duckdb.DuckDBPyConnection, where: str) -> None:
     try:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{catalog}".{schema} CASCADE')
-        conn.execute(f'CREATE SCHEMA "{catalog}".{schema}')
-        conn.execute(f'USE "{catalog}".{schema}')
+        conn.execute(f"DROP SCHEMA IF EXISTS {where} CASCADE")
+        conn.execute(f"CREATE SCHEMA {where}")
+        conn.execute(f"USE {where}")
         conn.execute(CREATE_CHECKPOINTS)
     except duckdb.Error as exc:
         raise _translate(exc) from exc
 
 
-def _drop_schema(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> None:
+def _drop_schema(conn: duckdb.DuckDBPyConnection, main: str, where: str) -> None:
     try:
-        conn.execute(f'USE "{catalog}".{MAIN_SCHEMA}')
-        conn.execute(f'DROP SCHEMA IF EXISTS "{catalog}".{schema} CASCADE')
+        conn.execute(f"USE {main}")
+        conn.execute(f"DROP SCHEMA IF EXISTS {where} CASCADE")
     except duckdb.Error as exc:
         raise _translate(exc) from exc
 
@@ -381,28 +386,30 @@ def _drop_schema(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> 
 def _swap_in(
     conn: duckdb.DuckDBPyConnection,
     lock: threading.Lock,
-    catalog: str,
+    main: str,
     schema: str,
     name: str,
     tables: list[tuple[str, str]],
 ) -> None:
     with lock:
-        _swap_locked(conn, catalog, schema, name, tables)
+        _swap_locked(conn, main, schema, name, tables)
 
 
 def _swap_locked(
-    conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: str, tables: list[tuple[str, str]]
+    conn: duckdb.DuckDBPyConnection, main: str, schema: str, name: str, tables: list[tuple[str, str]]
 ) -> None:
+    catalog = str(_one(conn, CURRENT_DATABASE))
+    shadow = _qualified(catalog, schema)
     try:
-        conn.execute(f'USE "{catalog}".{MAIN_SCHEMA}')
+        conn.execute(f"USE {main}")
         conn.execute("BEGIN TRANSACTION")
         try:
-            rebuilt = int(_one(conn, f"SELECT position FROM {schema}.{SHADOW_CHECKPOINTS}", (name,)) or 0)
+            rebuilt = int(_one(conn, f"SELECT position FROM {shadow}.{SHADOW_CHECKPOINTS}", (name,)) or 0)
             live = int(_one(conn, GET_CHECKPOINT, (name,)) or 0)
             if live > rebuilt:
                 raise CheckpointConflict(name, rebuilt, live)
             for table, quoted in tables:
-                _replace_table(conn, catalog, schema, table, quoted)
+                _replace_table(conn, (catalog, schema), shadow, table, quoted)
             conn.execute(SET_CHECKPOINT, (name, rebuilt))
             conn.execute("COMMIT")
         except BaseException:
@@ -412,14 +419,17 @@ def _swap_locked(
         raise _translate(exc) from exc
 
 
-def _replace_table(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str, quoted: str) -> None:
+def _replace_table(
+    conn: duckdb.DuckDBPyConnection, names: tuple[str, str], shadow: str, table: str, quoted: str
+) -> None:
     """Drop the live table and make it again as the shadow's: its definition, its rows, then its indexes."""
+    catalog, schema = names
     conn.execute(f"DROP TABLE IF EXISTS main.{quoted}")
     definition = _one(conn, SHADOW_TABLE, (catalog, schema, table))
     if definition is None:
         return  # the shadow has no such table: the live one goes too
     conn.execute(_into_main(str(definition), schema))
-    conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM {schema}.{quoted}")
+    conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM {shadow}.{quoted}")
     for (index,) in conn.execute(SHADOW_INDEXES, [catalog, schema, table]).fetchall():
         conn.execute(_into_main(str(index), schema))
 
