@@ -16,6 +16,7 @@ fact table with a row per line of each confirmed order, grouped and summed in th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import UTC, date, datetime, timedelta
@@ -382,26 +383,23 @@ class TopSellers(BaseModel):
     products: list[ProductSales]
 
 
-# Lines priced but not yet confirmed wait in priced_lines; confirming the order moves them into
-# the fact table, dated by the confirmation. DuckDB keeps sale_lines by column: the reports read
-# three or four of its columns and sum them over every row in a scan.
-CREATE_PRICED_LINES = """
-CREATE TABLE IF NOT EXISTS priced_lines (
-    order_id VARCHAR NOT NULL, sku VARCHAR NOT NULL, quantity INTEGER NOT NULL, price DECIMAL(12, 2) NOT NULL,
-    PRIMARY KEY (order_id, sku))
-"""
+# A row per line of each priced order; ``day`` stays NULL until the order is confirmed (the day it
+# was), and a rejected or cancelled order's rows are deleted. DuckDB keeps the table by column: the
+# reports read three or four of its columns and sum them over every row in one scan. Each event is
+# one statement: DuckDB pays about a millisecond per statement, however few rows it touches.
 CREATE_SALE_LINES = """
 CREATE TABLE IF NOT EXISTS sale_lines (
-    order_id VARCHAR NOT NULL, sku VARCHAR NOT NULL, day DATE NOT NULL, quantity INTEGER NOT NULL,
+    order_id VARCHAR NOT NULL, sku VARCHAR NOT NULL, day DATE, quantity INTEGER NOT NULL,
     price DECIMAL(12, 2) NOT NULL, revenue DECIMAL(18, 2) NOT NULL, position BIGINT NOT NULL,
     PRIMARY KEY (order_id, sku))
 """
-ADD_PRICED_LINE = "INSERT INTO priced_lines (order_id, sku, quantity, price) VALUES (?, ?, ?, ?)"
-DROP_PRICED_LINES = "DELETE FROM priced_lines WHERE order_id = ?"
-CONFIRM_SALE = """
-INSERT INTO sale_lines (order_id, sku, day, quantity, price, revenue, position)
-SELECT order_id, sku, ?, quantity, price, price * quantity, ? FROM priced_lines WHERE order_id = ?
-"""
+# One statement for all of a priced order's lines: its VALUES list has a row of placeholders per
+# line (literal text only). An order is priced once: the checkout asks once, and the catalog
+# applies each command id once.
+ADD_PRICED_LINES = "INSERT INTO sale_lines (order_id, sku, day, quantity, price, revenue, position) VALUES "
+PRICED_LINE = "(?, ?, NULL, ?, ?, ?, ?)"
+CONFIRM_SALE = "UPDATE sale_lines SET day = ?, position = ? WHERE order_id = ?"
+DROP_SALE = "DELETE FROM sale_lines WHERE order_id = ?"
 SALES_BY_DAY = """
 SELECT date_trunc(?, day)::DATE AS day, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units,
        count(DISTINCT order_id) AS orders
@@ -412,26 +410,27 @@ SELECT sku, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units, count(DISTI
 FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY sku ORDER BY sku
 """
 PERIOD_BOUNDS = "SELECT date_trunc(?, ?::DATE)::DATE AS first_day"
-_TOP = """
-SELECT sku, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units, count(DISTINCT order_id) AS orders
-FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY sku
-"""
 TOP_SELLERS = {  # ties broken by the other measure, then by sku, so that a ranking never shuffles
-    "revenue": _TOP + "ORDER BY revenue DESC, units DESC, sku LIMIT ?",
-    "units": _TOP + "ORDER BY units DESC, revenue DESC, sku LIMIT ?",
+    "revenue": """
+SELECT sku, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units, count(DISTINCT order_id) AS orders
+FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY sku ORDER BY revenue DESC, units DESC, sku LIMIT ?
+""",
+    "units": """
+SELECT sku, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units, count(DISTINCT order_id) AS orders
+FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY sku ORDER BY units DESC, revenue DESC, sku LIMIT ?
+""",
 }
 PERIOD_LENGTH = {"day": "1 day", "week": "7 days", "month": "1 month", "year": "1 year"}
 PERIOD_END = "SELECT (?::DATE + CAST(? AS INTERVAL) - INTERVAL 1 DAY)::DATE AS last_day"
 
 
 class SalesFacts(Projection, name="orders.sales"):
-    """A line per sku of each confirmed order, in the warehouse: what the sales reports sum."""
+    """A line per sku of each priced order, dated once it is confirmed, in the warehouse: what the reports sum."""
 
-    tables = ("sale_lines", "priced_lines")
+    tables = ("sale_lines",)
     target = "warehouse"
 
     def setup(self, db: Database) -> None:
-        db.execute(CREATE_PRICED_LINES)
         db.execute(CREATE_SALE_LINES)
 
     def apply(
@@ -439,16 +438,16 @@ class SalesFacts(Projection, name="orders.sales"):
     ) -> None:
         match event:
             case OrderPriced():
-                db.execute(DROP_PRICED_LINES, (event.order_id,))
-                db.executemany(
-                    ADD_PRICED_LINE, [(event.order_id, line.sku, line.quantity, line.price) for line in event.lines]
-                )
+                values = [
+                    (event.order_id, line.sku, line.quantity, line.price, line.price * line.quantity, record.position)
+                    for line in event.lines
+                ]
+                db.execute(_add_lines(len(values)), [value for row in values for value in row])
             case OrderConfirmed():
                 day = record.recorded_at.astimezone(UTC).date()
                 db.execute(CONFIRM_SALE, (day, record.position, event.order_id))
-                db.execute(DROP_PRICED_LINES, (event.order_id,))
             case OrderRejected() | OrderCancelled():
-                db.execute(DROP_PRICED_LINES, (event.order_id,))
+                db.execute(DROP_SALE, (event.order_id,))
 
     def report(self, query: SalesReport, db: Database) -> Sales:
         if query.group_by == "sku":
@@ -466,6 +465,11 @@ class SalesFacts(Projection, name="orders.sales"):
         rows = db.fetch_all(TOP_SELLERS[query.by], (first_day or date.min, last_day or date.max, query.limit))
         products = [ProductSales(rank=rank, **row) for rank, row in enumerate(rows, start=1)]
         return TopSellers(period=query.period, first_day=first_day, last_day=last_day, by=query.by, products=products)
+
+
+@functools.lru_cache(maxsize=128)
+def _add_lines(count: int) -> str:
+    return ADD_PRICED_LINES + ", ".join([PRICED_LINE] * count)
 
 
 def _one_day(db: Database, sql: str, params: tuple[object, ...], column: str) -> date:
