@@ -183,7 +183,13 @@ class _Threads:
     async def write(self, work: Callable[..., T], *args: Any) -> T:
         if self.closed:
             raise StoreError("DuckDB read store failed: the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self.writer, functools.partial(work, self.conn, *args))
+        return await asyncio.get_running_loop().run_in_executor(
+            self.writer, functools.partial(self._locked, work, *args)
+        )
+
+    def _locked(self, work: Callable[..., T], *args: Any) -> T:
+        with self.lock:  # see _FILE_LOCKS: one writer of this file in the process at a time
+            return work(self.conn, *args)
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         if self.closed:
@@ -242,7 +248,7 @@ class DuckDBReadStore:
         self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
     ) -> None:
         await self._made()
-        await self._threads.write(_transact, self._threads.lock, self._where(), name, work, expected, position)
+        await self._threads.write(_transact, self._where(), name, work, expected, position)
 
     async def read(self, work: Callable[[Database], T]) -> T:
         await self._made()
@@ -286,7 +292,7 @@ class DuckDBReadStore:
             raise ValueError("Only a scratch store of this store can be swapped in")
         await shadow._made()
         quoted = [(table, quoted_table(table)) for table in tables]
-        await self._threads.write(_swap_in, self._threads.lock, self._where(), shadow._schema, name, quoted)
+        await self._threads.write(_swap_in, self._where(), shadow._schema, name, quoted)
 
     async def close(self) -> None:
         if self._scratch_of is not None:
@@ -313,31 +319,29 @@ def _one(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
 
 def _transact(
     conn: duckdb.DuckDBPyConnection,
-    lock: threading.Lock,
     where: str,
     name: str,
     work: Callable[[Database], None],
     expected: int | None,
     position: int | None,
 ) -> None:
-    with lock:
+    try:
+        conn.execute(f"USE {where}")  # the store's own schema: main, or a scratch one
+        conn.execute("BEGIN TRANSACTION")
         try:
-            conn.execute(f"USE {where}")  # the store's own schema: main, or a scratch one
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                if expected is not None:
-                    actual = int(_one(conn, GET_CHECKPOINT, (name,)) or 0)
-                    if actual != expected:
-                        raise CheckpointConflict(name, expected, actual)
-                work(DuckDBDatabase(conn))
-                if position is not None:
-                    conn.execute(SET_CHECKPOINT, (name, position))
-                conn.execute("COMMIT")
-            except BaseException:
-                _roll_back(conn)
-                raise
-        except duckdb.Error as exc:
-            raise _translate(exc) from exc
+            if expected is not None:
+                actual = int(_one(conn, GET_CHECKPOINT, (name,)) or 0)
+                if actual != expected:
+                    raise CheckpointConflict(name, expected, actual)
+            work(DuckDBDatabase(conn))
+            if position is not None:
+                conn.execute(SET_CHECKPOINT, (name, position))
+            conn.execute("COMMIT")
+        except BaseException:
+            _roll_back(conn)
+            raise
+    except duckdb.Error as exc:
+        raise _translate(exc) from exc
 
 
 def _roll_back(conn: duckdb.DuckDBPyConnection) -> None:
@@ -383,21 +387,7 @@ def _drop_schema(conn: duckdb.DuckDBPyConnection, main: str, where: str) -> None
         raise _translate(exc) from exc
 
 
-def _swap_in(
-    conn: duckdb.DuckDBPyConnection,
-    lock: threading.Lock,
-    main: str,
-    schema: str,
-    name: str,
-    tables: list[tuple[str, str]],
-) -> None:
-    with lock:
-        _swap_locked(conn, main, schema, name, tables)
-
-
-def _swap_locked(
-    conn: duckdb.DuckDBPyConnection, main: str, schema: str, name: str, tables: list[tuple[str, str]]
-) -> None:
+def _swap_in(conn: duckdb.DuckDBPyConnection, main: str, schema: str, name: str, tables: list[tuple[str, str]]) -> None:
     catalog = str(_one(conn, CURRENT_DATABASE))
     shadow = _qualified(catalog, schema)
     try:
