@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from twofold import ConfigurationError, Database, Event, Projection, Query, Service, StoredEvent
+from twofold._tables import TableLayout, checkpoint_in, layout_of, rows_in_order
 from twofold.checking import check_consistency
 from twofold.config import Settings, open_target_store, runtime_for
+from twofold.readmodels import Row
 from twofold.readmodels.duckdb import DuckDBReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.runtime import Runtime
@@ -172,3 +175,29 @@ async def test_embedded_targets_are_projected_where_their_queries_are_answered(t
     finally:
         for runtime in roles.values():
             await runtime.stop()
+
+
+class Index:
+    """A handle that is no SQL database, as a search index is: it describes its own tables."""
+
+    dialect = "tantivy"
+
+    def layout_of(self, table: str) -> TableLayout:
+        return TableLayout(table, ("id", "name"), ("id",))
+
+    def rows_in_order(self, layout: TableLayout, size: int) -> Iterator[list[Row]]:
+        rows = [{"id": f"p-{n}", "name": f"Product {n}"} for n in range(5)]
+        return iter([rows[i : i + size] for i in range(0, len(rows), size)])
+
+    def checkpoint(self, name: str) -> int:
+        return 7
+
+
+def test_the_checker_asks_a_handle_that_is_no_sql_database_for_its_layout_rows_and_checkpoint() -> None:
+    index = Index()
+
+    layout = layout_of(index, "products")
+
+    assert layout == TableLayout("products", ("id", "name"), ("id",))
+    assert [len(page) for page in rows_in_order(index, layout, 2)] == [2, 2, 1]
+    assert checkpoint_in(index, "shop.search") == 7
