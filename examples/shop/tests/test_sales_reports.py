@@ -37,9 +37,8 @@ from twofold.http.gateway import gateway_in_process
 from twofold.readmodels.duckdb import DuckDBReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.runtime import Runtime
-from twofold.store import EventStore
+from twofold.store import EventStore, NewEvent
 from twofold.store.memory import MemoryEventStore
-from twofold.testing._checks import new_event
 
 START = datetime(2026, 1, 1, 12, tzinfo=UTC)  # a Thursday
 SKUS = ("A-1", "B-2", "C-3", "D-4")
@@ -149,6 +148,10 @@ async def record(store: MemoryEventStore, clock: Clock, orders: list[Any]) -> No
     for days, order_id, event in sorted(outcomes, key=lambda item: item[0]):
         clock.now = START + timedelta(days=days)
         await store.append(f"order-{order_id}", [new_event(event)])
+
+
+def new_event(event: Event) -> NewEvent:
+    return NewEvent(event.type_name, event.model_dump(mode="json"), {})
 
 
 def reports_service(projection: SalesFacts = sales) -> Service:
