@@ -6,6 +6,10 @@ priced and then confirmed, dated the day it was confirmed.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -39,6 +43,7 @@ from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.runtime import Runtime
 from twofold.store import EventStore, NewEvent
 from twofold.store.memory import MemoryEventStore
+from twofold.store.sqlite import SQLiteEventStore
 
 START = datetime(2026, 1, 1, 12, tzinfo=UTC)  # a Thursday
 SKUS = ("A-1", "B-2", "C-3", "D-4")
@@ -128,8 +133,11 @@ class Clock:
         return self.now
 
 
-async def record(store: MemoryEventStore, clock: Clock, orders: list[Any]) -> None:
-    """Append each order's pricing, then its outcome on its own day, days in order as they happened."""
+async def record(store: EventStore, clock: Clock, orders: list[Any]) -> None:
+    """Append each order's pricing, then its outcome on its own day, days in order as they happened.
+
+    ``clock`` dates the events of a store built on it (a memory store); a file store dates them now.
+    """
     outcomes: list[tuple[int, str, Event]] = []
     for n, (lines, outcome, days) in enumerate(orders):
         order_id = f"o-{n}"
@@ -268,6 +276,72 @@ async def test_a_batch_that_dies_halfway_is_applied_again_whole_and_counted_once
     found = await sales_in(store)
     assert answered(report.rows, "sku") == expected_report(found, everything.from_, everything.to, "sku")
     assert [row.orders for row in report.rows] == [30, 30]
+
+
+KILLED_WORKER = """
+import asyncio, sys
+from examples.shop.tests.test_sales_reports import runtime_on
+from pathlib import Path
+from twofold.store.sqlite import SQLiteEventStore
+
+async def project_and_tell():
+    folder, events = Path(sys.argv[1]), sys.argv[2]
+    store = SQLiteEventStore(events)
+    runtime = runtime_on(folder, store, batch_size=50)
+    await runtime.targets["warehouse"].transact("orders.sales", runtime.runners["orders.sales"].projection.setup)
+    runner = runtime.runners["orders.sales"]
+    while True:  # a page at a time, saying how far each commit got, until the parent kills this process
+        page = [e async for e in store.read_all(runner.position + 1, 50)]
+        await runner.apply_page(page)
+        print(runner.position, flush=True)
+
+asyncio.run(project_and_tell())
+"""
+
+
+@pytest.mark.slow
+async def test_a_process_killed_mid_backlog_restarts_from_its_checkpoint_and_counts_each_sale_once(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "events.db"
+    store = SQLiteEventStore(events)
+    orders = [([("A-1", 1 + n % 3, Decimal("2.50")), ("B-2", 1, Decimal("1.25"))], "confirmed", 0) for n in range(400)]
+    try:
+        await record(store, Clock(), orders)  # dated today: the file store keeps its own clock
+        head = await store.head_position()
+        killed_at = await asyncio.to_thread(kill_part_way, tmp_path, events, head)
+
+        async with runtime_on(tmp_path, store, batch_size=50) as restarted:
+            # Resumed from the checkpoint: the page reported last, or one committed just before the kill.
+            resumed_at = restarted.runners["orders.sales"].position
+            assert killed_at <= resumed_at < head
+            await restarted.catch_up()
+            today = datetime.now(UTC).date()
+            everything = SalesReport(from_=today - timedelta(days=1), to=today + timedelta(days=1), group_by="sku")  # type: ignore[call-arg]
+            report = await restarted.query(everything)
+            found = await sales_in(store)
+    finally:
+        await store.close()
+
+    assert 0 < killed_at < head
+    assert answered(report.rows, "sku") == expected_report(found, everything.from_, everything.to, "sku")
+    assert [row.orders for row in report.rows] == [400, 400]
+
+
+def kill_part_way(folder: Path, events: Path, head: int) -> int:
+    """Run the worker until it has committed a few pages, SIGKILL it, and return the last position it reported."""
+    args = [sys.executable, "-c", KILLED_WORKER, str(folder), str(events)]
+    root = Path(__file__).resolve().parents[3]
+    with subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as worker:
+        assert worker.stdout is not None
+        reported = [int(line) for line in itertools.islice(worker.stdout, 4) if line.strip().isdigit()]
+        worker.kill()
+        rest = worker.stdout.read()
+        worker.wait(30)
+    assert worker.returncode == -9, rest
+    assert len(reported) == 4, rest
+    assert reported[-1] < head, rest
+    return reported[-1]
 
 
 # -- through the HTTP API ------------------------------------------------------------------------------
