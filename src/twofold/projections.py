@@ -9,6 +9,11 @@
         def apply(self, event: ProductAdded, db: Database, record: StoredEvent) -> None:
             db.execute("INSERT INTO products VALUES (?, ?)", (event.sku, event.name))
 
+A projection's ``target`` names the read store that holds its model: ``"sql"`` (the service's read
+database, the default), ``"warehouse"`` (DuckDB, for reports) or ``"search"`` (a full-text index).
+``setup``, ``apply`` and ``reset`` receive that store's handle, and so do the projection's own
+query methods.
+
 A projection's ``name`` is a durable id: its checkpoint is stored under it, so renaming a
 projection rebuilds it from the first event. ``apply``'s annotation names the events it handles;
 the runner skips the rest without decoding them. Each batch of events, applied together with the
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,7 +36,7 @@ from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
 from twofold.observability import projection_span
 from twofold.personal import KeyStore, PersonalData
-from twofold.readmodels import CheckpointConflict, Database, ReadStore
+from twofold.readmodels import TARGETS, CheckpointConflict, Database, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
 from twofold.tenancy import Tenancy
@@ -63,18 +68,23 @@ ON CONFLICT (projection) DO UPDATE SET position = excluded.position, error = exc
     failures = excluded.failures, failed_at = excluded.failed_at
 """
 FORGET_FAILURE = "DELETE FROM twofold_projection_failures WHERE projection = ?"
-CURRENT_FAILURES = """
-SELECT f.projection, f.position, f.error, f.failures, f.failed_at
+RECORDED_FAILURES = """
+SELECT f.projection, f.position, f.error, f.failures, f.failed_at, coalesce(c.position, 0) AS checkpoint
 FROM twofold_projection_failures f LEFT JOIN twofold_checkpoints c ON c.projection = f.projection
-WHERE coalesce(c.position, 0) < f.position
 """
 
 
 class Projection:
-    """Base of projections: override ``setup`` and ``apply``; list the tables it owns in ``tables``."""
+    """Base of projections: override ``setup`` and ``apply``; list the tables it owns in ``tables``.
+
+    ``target`` names the store the model lives in (``"sql"``, ``"warehouse"`` or ``"search"``);
+    the handle parameters are typed ``Any`` here so that a subclass annotates the one its target
+    hands out (``db: Database``, ``index: SearchIndex``).
+    """
 
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]] = ()
+    target: ClassVar[str] = "sql"
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,16 +92,18 @@ class Projection:
         bad = [t for t in cls.tables if not _IDENTIFIER.match(t)]
         if bad:
             raise ValueError(f"{cls.__name__}.tables: {bad} are not plain SQL identifiers")
+        if cls.target not in TARGETS:
+            raise ValueError(f"{cls.__name__}.target must be one of {', '.join(TARGETS)} (got {cls.target!r})")
 
-    def setup(self, db: Database) -> None:
+    def setup(self, db: Any) -> None:
         """Create the read model's tables if they do not exist yet."""
 
-    def apply(self, event: Any, db: Database, record: StoredEvent) -> None:
+    def apply(self, event: Any, db: Any, record: StoredEvent) -> None:
         """Change the read model for one event; ``record`` has its position, stream and metadata."""
         raise TypeError(f"{type(self).__name__} must define apply(self, event, db, record)")
 
-    def reset(self, db: Database) -> None:
-        """Drop the read model's tables, before a rebuild from the first event."""
+    def reset(self, db: Any) -> None:
+        """Drop the read model's tables, before a rebuild from the first event (SQL targets; others override it)."""
         for table in self.tables:
             db.execute(f'DROP TABLE IF EXISTS "{table}"')  # names checked as identifiers at class creation
 
@@ -107,7 +119,7 @@ class ProjectionRunner:
     Args:
         projection: what to keep up to date.
         store: where events come from.
-        read_store: where the read model and its checkpoint live.
+        read_store: where the read model and its checkpoint live: the store of the projection's target.
         batch_size: the most events applied in one transaction.
         upcasters: bring events stored at older schema versions up to the classes ``apply`` names.
         tenancy: opens tenants' read stores; shared with the runtime's other projections and queries.
@@ -121,7 +133,7 @@ class ProjectionRunner:
         self,
         projection: Projection,
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Any],
         *,
         batch_size: int = 500,
         upcasters: Sequence[Upcaster] = (),
@@ -149,6 +161,11 @@ class ProjectionRunner:
         return self._task is not None and not self._task.done()
 
     @property
+    def read_store(self) -> ReadStore[Any]:
+        """The store this runner projects into."""
+        return self._read_store
+
+    @property
     def position(self) -> int:
         """The last position this runner committed."""
         return self._notifier.head
@@ -158,7 +175,7 @@ class ProjectionRunner:
         return await progress_of(self.name, self._store, self.position, self.last_progress)
 
     async def start(self) -> None:
-        await self._read_store.transact(self.name, self._setup)
+        await self._read_store.transact(self.name, self.projection.setup)
         self.last_progress = utc_now()
         self._notifier.announce(await self._read_store.checkpoint(self.name))
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
@@ -183,19 +200,15 @@ class ProjectionRunner:
         """Drop the read model, every tenant's included, and replay every event into it from position 1."""
         await self.stop()
 
-        def reset(db: Database) -> None:
+        def reset(db: Any) -> None:
             self.projection.reset(db)
             self.projection.setup(db)
 
-        def reset_main(db: Database) -> None:
-            reset(db)
-            # Replayed from 0, a failure recorded at a later position would look current again.
-            db.execute(CREATE_FAILURES)
-            db.execute(FORGET_FAILURE, (self.name,))
-
+        # Replayed from 0, a failure recorded at a later position would look current again.
+        await self._tenancy.registry.transact(self.name, lambda db: _forget(db, self.name))
         for tenant in await self._tenancy.tenants():
             await (await self._tenancy.store_for(tenant)).transact(self.name, reset, position=0)
-        await self._read_store.transact(self.name, reset_main, position=0)
+        await self._read_store.transact(self.name, reset, position=0)
         self._notifier.head = 0
         self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
 
@@ -280,24 +293,21 @@ class ProjectionRunner:
             except CheckpointConflict:  # another worker applied some of them first: skip those
                 continue
 
-    def _setup(self, db: Database) -> None:
-        self.projection.setup(db)
-        db.execute(CREATE_FAILURES)
-
     async def _record_failure(self, error: str) -> None:
-        """Keep the failure where ``twofold projections status`` and other processes' consoles read it.
+        """Keep the failure where ``twofold projections status`` and other processes' consoles read it:
+        in the service's SQL read database, whatever the projection's target.
 
         A transaction of its own, begun after the failed batch's rolled back. A failure that stops
         this write too (the read store is down) is left to the log and ``/ready``, where it is anyway.
         """
         row = (self.name, self.position + 1, error, self.failures, utc_now().isoformat())
         try:
-            await self._read_store.transact(self.name, lambda db: db.execute(RECORD_FAILURE, row))
+            await self._tenancy.registry.transact(self.name, lambda db: _record(db, row))
         except Exception:  # the failure being recorded is the one to report, and the log has it
             log.warning("projection %s: could not record its failure in the read store", self.name, exc_info=True)
 
-    def _applying(self, records: Sequence[StoredEvent]) -> Callable[[Database], None]:
-        def work(db: Database) -> None:
+    def _applying(self, records: Sequence[StoredEvent]) -> Callable[[Any], None]:
+        def work(db: Any) -> None:
             for record in records:
                 self.projection.apply(self._types.decode(record.type, record.data, record.schema_version), db, record)
 
@@ -336,21 +346,38 @@ class ProjectionFailure:
     failed_at: str  # ISO 8601, UTC
 
 
-async def projection_failures(read_store: ReadStore) -> dict[str, ProjectionFailure]:
-    """The projections of ``read_store`` whose runner is failing now, by name, as the runners recorded it.
+async def projection_failures(
+    read_store: ReadStore[Database], checkpoints: Mapping[str, int] | None = None
+) -> dict[str, ProjectionFailure]:
+    """The projections whose runner is failing now, by name, as the runners recorded it in ``read_store``
+    (the service's SQL read database).
 
-    Only reads: empty where no runner has made the table yet.
+    A record is current while the projection's checkpoint is before it: the checkpoint in
+    ``read_store``, or the one given in ``checkpoints`` (a projection of another target keeps its
+    checkpoint in its own store). Only reads: empty where no runner has made the table yet.
     """
 
     def read(db: Database) -> dict[str, ProjectionFailure]:
         if not layout_of(db, FAILURES).present:
             return {}
-        rows = db.fetch_all(CURRENT_FAILURES)
-        return {
-            str(r["projection"]): ProjectionFailure(
-                str(r["projection"]), int(r["position"]), str(r["error"]), int(r["failures"]), str(r["failed_at"])
-            )
-            for r in rows
-        }
+        found = {}
+        for r in db.fetch_all(RECORDED_FAILURES):
+            name = str(r["projection"])
+            checkpoint = (checkpoints or {}).get(name, int(r["checkpoint"]))
+            if checkpoint < int(r["position"]):
+                found[name] = ProjectionFailure(
+                    name, int(r["position"]), str(r["error"]), int(r["failures"]), str(r["failed_at"])
+                )
+        return found
 
     return await read_store.read(read)
+
+
+def _record(db: Database, failure: tuple[Any, ...]) -> None:
+    db.execute(CREATE_FAILURES)
+    db.execute(RECORD_FAILURE, failure)
+
+
+def _forget(db: Database, name: str) -> None:
+    db.execute(CREATE_FAILURES)
+    db.execute(FORGET_FAILURE, (name,))

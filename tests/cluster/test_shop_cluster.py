@@ -197,6 +197,29 @@ async def test_query_apis_read_the_replica_and_wait_for_what_it_has_replayed(
     assert saga.status_code == 200, saga.text
 
 
+async def test_each_query_replica_projects_its_own_warehouse_and_answers_the_reports(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    await stock(client, "W-1", 6, price="1.25")
+    await order(client, "w1-a", "cust-w", "W-1", 3)
+    await settled(client, "cust-w", ["w1-a"])
+    files = sorted(p.name for p in (cluster.directory / "replicas").glob("orders-queries*-warehouse.duckdb"))
+    tops = []
+    for replica in range(cluster.query_replicas):
+        url = cluster.part("orders", "queries", replica).process.url
+        async with httpx.AsyncClient(base_url=url) as direct:
+            deadline = asyncio.get_running_loop().time() + SETTLE_WITHIN
+            while True:  # the replica's own runner follows the event store: it may be a moment behind
+                top = (await direct.get("/queries/TopProducts", params={"period": "all", "limit": 100})).json()
+                skus = {p["sku"]: p for p in top.get("products", [])}
+                if "W-1" in skus or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            tops.append(skus.get("W-1"))
+    assert files == ["orders-queries1-warehouse.duckdb", "orders-queries2-warehouse.duckdb"]
+    assert tops[0] == tops[1] == {"rank": tops[0]["rank"], "sku": "W-1", "revenue": "3.75", "units": 3, "orders": 1}
+
+
 async def test_the_gateway_reports_every_process_and_reaches_a_service_s_dead_letters(
     client: httpx.AsyncClient,
 ) -> None:

@@ -103,6 +103,7 @@ BACKENDS = {
     "store/postgres.py": "twofold.store.postgres",
     "readmodels/sqlite.py": "twofold.readmodels.sqlite",
     "readmodels/postgres.py": "twofold.readmodels.postgres",
+    "readmodels/duckdb.py": "twofold.readmodels.duckdb",
 }
 
 
