@@ -35,7 +35,17 @@ CORE = [
     "inspection",
     "observability",
 ]
-FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
+FORBIDDEN_IN_CORE = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlite3",
+    "psycopg",
+    "asyncpg",
+    "nats",
+    "prometheus_client",
+    "tantivy",
+)
 CORE_MAY_IMPORT = {
     "twofold.errors",
     "twofold.messages",
@@ -103,6 +113,7 @@ BACKENDS = {
     "store/postgres.py": "twofold.store.postgres",
     "readmodels/sqlite.py": "twofold.readmodels.sqlite",
     "readmodels/postgres.py": "twofold.readmodels.postgres",
+    "readmodels/tantivy.py": "twofold.readmodels.tantivy",
 }
 
 

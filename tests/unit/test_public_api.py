@@ -24,6 +24,7 @@ MODULES = [
     "twofold.readmodels",
     "twofold.readmodels.postgres",
     "twofold.readmodels.sqlite",
+    "twofold.readmodels.tantivy",
     "twofold.rebuilds",
     "twofold.sagas",
     "twofold.store",
