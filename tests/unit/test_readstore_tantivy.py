@@ -222,6 +222,18 @@ async def test_get_inside_a_transaction_sees_its_own_writes_and_search_sees_only
     assert await skus(shop, "red") == ["F-6"]
 
 
+async def test_a_document_read_with_get_can_be_put_back_changed(shop: TantivyReadStore) -> None:
+    def rename(index: SearchIndex) -> None:
+        product = index.get("items", "A-1")
+        assert product is not None
+        index.put("items", "A-1", {**product, "name": "Red mug"})
+
+    await shop.transact(NAME, rename)
+
+    row = await shop.read(lambda index: index.get("items", "A-1"))
+    assert row == {"id": "A-1", "sku": "A-1", "name": "Red mug", "description": "", "price": 12.0, "stock": None}
+
+
 async def test_handlers_are_told_the_dialect_and_a_read_cannot_write(shop: TantivyReadStore) -> None:
     seen: list[str] = []
     await shop.transact(NAME, lambda index: seen.append(index.dialect))
@@ -332,6 +344,7 @@ async def test_a_bad_definition_is_refused_naming_the_field(
     [
         ("", {}, "A document of index items needs an id that is a non-empty string"),
         ("A-1", {"colour": "red"}, "Index items has no field 'colour'; it has: description, name, price"),
+        ("A-1", {"id": "B-2"}, "Index items has no field 'id'"),
         ("A-1", {"price": "12"}, "Field price of index items is float: got '12'"),
         ("A-1", {"stock": 1.5}, "Field stock of index items is int: got 1.5"),
         ("A-1", {"name": 7}, "Field name of index items is text: got 7"),
