@@ -327,6 +327,7 @@ async def test_a_definition_that_exists_is_kept(shop: TantivyReadStore) -> None:
     ("table", "fields", "message"),
     [
         ("Items", {}, "A search index's name is a-z, 0-9 or '_'"),
+        ("twofold_checkpoints", {}, "A search index's name is a-z, 0-9 or '_', from a letter, not twofold_"),
         ("items", {"id": "keyword"}, "Field 'id' of index items: a-z"),
         ("items", {"score": "float"}, "Field 'score' of index items"),
         ("items", {"name": "string"}, "Field name of index items is 'string': a field is one of keyword, text"),

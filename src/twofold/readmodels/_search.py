@@ -118,8 +118,8 @@ def open_index(path: Path) -> tantivy.Index:
 
 
 def check_definition(table: str, fields: Mapping[str, str]) -> dict[str, str]:
-    if not NAME.match(table):
-        raise ValueError(f"A search index's name is a-z, 0-9 or '_', starting with a letter (got {table!r})")
+    if not NAME.match(table) or table.startswith("twofold_"):
+        raise ValueError(f"A search index's name is a-z, 0-9 or '_', from a letter, not twofold_… (got {table!r})")
     for name, kind in fields.items():
         if not NAME.match(name) or name in RESERVED:
             raise ValueError(

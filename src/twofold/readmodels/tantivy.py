@@ -106,6 +106,9 @@ class _Files:
             if stamp != self._stamp:
                 self._catalog = load_catalog(self.directory) if stamp else {}
                 self._stamp = stamp
+                # Indexes a swap replaced: a read still on one keeps its own reference to it.
+                live = {entry.directory for entry in self._catalog.values()}
+                self._opened = {name: index for name, index in self._opened.items() if name in live}
             return self._catalog
 
     def save(self, catalog: Catalog) -> None:
