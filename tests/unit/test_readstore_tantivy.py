@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import twofold.readmodels._search as search_module
 from twofold._tables import TableLayout
 from twofold.errors import InvalidMessage, StoreError
 from twofold.readmodels import CheckpointConflict, Row
@@ -612,6 +613,18 @@ async def test_an_index_reads_as_a_table_keyed_by_id_in_pages_of_id_order(shop: 
     assert (layout.columns, layout.key) == (("description", "id", "name", "price", "sku", "stock"), ("id",))
     assert pages == [["A-1", "B-2"], ["C-3", "D-4"], ["E-5"]]
     assert not missing.present
+
+
+async def test_paging_in_id_order_goes_on_past_each_chunk_of_ids(
+    shop: TantivyReadStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_module, "ID_CHUNK", 3)
+
+    pages = await shop.read(
+        lambda index: [[row["id"] for row in page] for page in index.rows_in_order(index.layout_of("items"), 2)]
+    )
+
+    assert pages == [["A-1", "B-2"], ["C-3"], ["D-4", "E-5"]]
 
 
 # -- crashes ---------------------------------------------------------------------------------------------

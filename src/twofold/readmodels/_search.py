@@ -36,6 +36,7 @@ CHECKPOINT_FIELD, POSITION_FIELD = "_checkpoint", "_position"  # a checkpoint do
 TOKENIZER = "twofold"  # words split at anything not a letter or digit, lower-cased, accents folded
 MAX_WORDS = 16  # of a search text: more adds nothing to ranking and costs a query each
 MAX_LIMIT = 1000
+ID_CHUNK = 10_000  # ids read at once when paging through an index in id order
 EXACT, PREFIX, TYPO, WHOLE = 1.0, 0.4, 0.2, 2.0  # boosts: a word as typed ranks above a prefix, above a typo
 CATALOG = "catalog.json"
 
@@ -279,26 +280,31 @@ class SearchIndex:
         return TableLayout(table, tuple(sorted(["id", *entry.fields])), ("id",))
 
     def rows_in_order(self, layout: TableLayout, size: int) -> Iterator[list[Row]]:
-        """The documents in id order, ``size`` at a time, each page read as it is consumed."""
+        """The documents in id order, ``size`` at a time, each page read as it is consumed.
+
+        tantivy has no range over text, so the ids come from a composite aggregation, which walks
+        every document each time it is asked: it is asked for a chunk of many pages' ids at once.
+        """
         if not layout.present:
             return
         kinds = self._fields(layout.table)
         index, searcher = self._searcher(layout.table)
+        chunk = max(size, ID_CHUNK)
         after: dict[str, Any] | None = None
         while True:
-            composite: dict[str, Any] = {"size": size, "sources": [{"id": {"terms": {"field": "id", "order": "asc"}}}]}
+            composite: dict[str, Any] = {"size": chunk, "sources": [{"id": {"terms": {"field": "id", "order": "asc"}}}]}
             if after is not None:
                 composite["after"] = after
-            page = searcher.aggregate(tantivy.Query.all_query(), {"page": {"composite": composite}})["page"]
-            keys = [bucket["key"]["id"] for bucket in page["buckets"]]
-            if not keys:
+            found = searcher.aggregate(tantivy.Query.all_query(), {"ids": {"composite": composite}})["ids"]
+            keys = [bucket["key"]["id"] for bucket in found["buckets"]]
+            for start in range(0, len(keys), size):
+                page = keys[start : start + size]
+                query = tantivy.Query.term_set_query(index.schema, "id", page)
+                hits = searcher.search(query, len(page), count=False).hits  # sorting by a text field costs more here
+                yield sorted((_stored(kinds, searcher.doc(address)) for _, address in hits), key=_by_id)
+            if len(keys) < chunk:
                 return
-            query = tantivy.Query.term_set_query(index.schema, "id", keys)
-            hits = searcher.search(query, len(keys), count=False, order_by_field="id", order=tantivy.Order.Asc).hits
-            yield [_stored(kinds, searcher.doc(address)) for _, address in hits]
-            if len(keys) < size:
-                return
-            after = page["after_key"]
+            after = found["after_key"]
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -335,6 +341,10 @@ def _row(kinds: Mapping[str, str], key: str, fields: Mapping[str, Any]) -> Row:
 
 def _stored(kinds: Mapping[str, str], doc: tantivy.Document) -> Row:
     return _row(kinds, str(doc.get_first("id")), {name: doc.get_first(name) for name in kinds})
+
+
+def _by_id(row: Row) -> str:
+    return str(row["id"])
 
 
 def _distance(word: str) -> int:
