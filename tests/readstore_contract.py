@@ -6,7 +6,7 @@
             return lambda: SQLiteReadStore(tmp_path / "read.db")
 
 ``open_store`` opens a store on one fresh database; calling it twice gives two store objects on
-that database, standing in for two processes. The SQL below is the text both backends accept.
+that database, standing in for two processes. The SQL below is the text every SQL backend accepts.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ class ReadStoreContract:
         seen.append(await store.read(lambda db: db.dialect))
 
         assert seen == [store.dialect, store.dialect]
-        assert store.dialect in ("sqlite", "postgresql")
+        assert store.dialect in ("sqlite", "postgresql", "duckdb")
 
     async def test_closing_a_store_twice_is_harmless(self, open_store: OpenStore) -> None:
         store = open_store()

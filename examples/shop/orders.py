@@ -1,4 +1,4 @@
-"""The orders service: orders, the checkout saga that sees each one through, and order history.
+"""The orders service: orders, the checkout saga that sees each one through, order history and sales reports.
 
     PlaceOrder ─▶ OrderPlaced ─▶ checkout: PriceOrder (catalog) ─▶ OrderPriced
                                           ReserveStock (inventory) ─▶ StockReserved
@@ -9,17 +9,20 @@ An unknown product, a shortage or a declined card rejects the order; an order no
 ``SHOP_PAYMENT_DEADLINE_SECONDS`` (60 by default) is cancelled; either way what was reserved is
 released and what was authorized is voided. The other services' answers reach this service as
 imported streams (its subscriptions), so the saga and the order history see them as its own events.
+
+The sales reports (``SalesReport``, ``TopProducts``) come from a warehouse projection: a DuckDB
+fact table with a row per line of each confirmed order, grouped and summed in the database.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from examples.shop.catalog import OrderPriced, PriceOrder, PricingFailed
 from examples.shop.common import Id, Line, PricedLine
@@ -42,6 +45,7 @@ from twofold import (
     UnitOfWork,
 )
 
+MAX_REPORT_DAYS = 3660  # a report spans at most about ten years: one query never scans the whole history twice
 PAYMENT_DEADLINE = timedelta(seconds=float(os.environ.get("SHOP_PAYMENT_DEADLINE_SECONDS", "60")))
 
 # -- messages ------------------------------------------------------------------------------------
@@ -310,19 +314,181 @@ class OrderBook(Projection, name="orders.history"):
         return Orders(orders=[OrderView(**{**row, "lines": json.loads(row["lines"])}) for row in rows])
 
 
+# -- sales reports (the warehouse) ---------------------------------------------------------------
+
+
+class SalesReport(Query):
+    """Sales from ``from`` to ``to`` (both days included, UTC), by day, week, month or sku.
+
+    A sale is a line of a confirmed order, dated the day the order was confirmed; days without
+    sales have no row. ``week`` and ``month`` rows are dated by the period's first day (weeks
+    start on Monday).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    from_: date = Field(alias="from", description="The first day, e.g. 2026-11-01")
+    to: date = Field(description="The last day, included")
+    group_by: Literal["day", "week", "month", "sku"] = "day"
+
+    @field_validator("to")
+    @classmethod
+    def _after_from(cls, to: date, info: ValidationInfo) -> date:
+        start = info.data.get("from_")
+        if start is not None and to < start:
+            raise ValueError("must be on or after from")
+        if start is not None and (to - start).days >= MAX_REPORT_DAYS:
+            raise ValueError(f"a report spans at most {MAX_REPORT_DAYS} days")
+        return to
+
+
+class SalesRow(BaseModel):
+    """One group: its day (``day``/``week``/``month``) or its sku, and what was sold in it."""
+
+    day: date | None = None
+    sku: str | None = None
+    revenue: Decimal
+    units: int
+    orders: int
+
+
+class Sales(BaseModel):
+    group_by: str
+    rows: list[SalesRow]
+
+
+class TopProducts(Query):
+    """The best-selling skus of one period: the day, ISO week, month or year holding ``as_of``, or all time."""
+
+    period: Literal["day", "week", "month", "year", "all"] = "week"
+    as_of: date | None = Field(default=None, description="A day in the period; today (UTC) when left out")
+    by: Literal["revenue", "units"] = "revenue"
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class ProductSales(BaseModel):
+    rank: int
+    sku: str
+    revenue: Decimal
+    units: int
+    orders: int
+
+
+class TopSellers(BaseModel):
+    period: str
+    first_day: date | None  # None for "all"
+    last_day: date | None
+    by: str
+    products: list[ProductSales]
+
+
+# Lines priced but not yet confirmed wait in priced_lines; confirming the order moves them into
+# the fact table, dated by the confirmation. DuckDB keeps sale_lines by column: the reports read
+# three or four of its columns and sum them over every row in a scan.
+CREATE_PRICED_LINES = """
+CREATE TABLE IF NOT EXISTS priced_lines (
+    order_id VARCHAR NOT NULL, sku VARCHAR NOT NULL, quantity INTEGER NOT NULL, price DECIMAL(12, 2) NOT NULL,
+    PRIMARY KEY (order_id, sku))
+"""
+CREATE_SALE_LINES = """
+CREATE TABLE IF NOT EXISTS sale_lines (
+    order_id VARCHAR NOT NULL, sku VARCHAR NOT NULL, day DATE NOT NULL, quantity INTEGER NOT NULL,
+    price DECIMAL(12, 2) NOT NULL, revenue DECIMAL(18, 2) NOT NULL, position BIGINT NOT NULL,
+    PRIMARY KEY (order_id, sku))
+"""
+ADD_PRICED_LINE = "INSERT INTO priced_lines (order_id, sku, quantity, price) VALUES (?, ?, ?, ?)"
+DROP_PRICED_LINES = "DELETE FROM priced_lines WHERE order_id = ?"
+CONFIRM_SALE = """
+INSERT INTO sale_lines (order_id, sku, day, quantity, price, revenue, position)
+SELECT order_id, sku, ?, quantity, price, price * quantity, ? FROM priced_lines WHERE order_id = ?
+"""
+SALES_BY_DAY = """
+SELECT date_trunc(?, day)::DATE AS day, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units,
+       count(DISTINCT order_id) AS orders
+FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY 1 ORDER BY 1
+"""
+SALES_BY_SKU = """
+SELECT sku, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units, count(DISTINCT order_id) AS orders
+FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY sku ORDER BY sku
+"""
+PERIOD_BOUNDS = "SELECT date_trunc(?, ?::DATE)::DATE AS first_day"
+_TOP = """
+SELECT sku, sum(revenue) AS revenue, sum(quantity)::BIGINT AS units, count(DISTINCT order_id) AS orders
+FROM sale_lines WHERE day BETWEEN ? AND ? GROUP BY sku
+"""
+TOP_SELLERS = {  # ties broken by the other measure, then by sku, so that a ranking never shuffles
+    "revenue": _TOP + "ORDER BY revenue DESC, units DESC, sku LIMIT ?",
+    "units": _TOP + "ORDER BY units DESC, revenue DESC, sku LIMIT ?",
+}
+PERIOD_LENGTH = {"day": "1 day", "week": "7 days", "month": "1 month", "year": "1 year"}
+PERIOD_END = "SELECT (?::DATE + CAST(? AS INTERVAL) - INTERVAL 1 DAY)::DATE AS last_day"
+
+
+class SalesFacts(Projection, name="orders.sales"):
+    """A line per sku of each confirmed order, in the warehouse: what the sales reports sum."""
+
+    tables = ("sale_lines", "priced_lines")
+    target = "warehouse"
+
+    def setup(self, db: Database) -> None:
+        db.execute(CREATE_PRICED_LINES)
+        db.execute(CREATE_SALE_LINES)
+
+    def apply(
+        self, event: OrderPriced | OrderConfirmed | OrderRejected | OrderCancelled, db: Database, record: StoredEvent
+    ) -> None:
+        match event:
+            case OrderPriced():
+                db.execute(DROP_PRICED_LINES, (event.order_id,))
+                db.executemany(
+                    ADD_PRICED_LINE, [(event.order_id, line.sku, line.quantity, line.price) for line in event.lines]
+                )
+            case OrderConfirmed():
+                day = record.recorded_at.astimezone(UTC).date()
+                db.execute(CONFIRM_SALE, (day, record.position, event.order_id))
+                db.execute(DROP_PRICED_LINES, (event.order_id,))
+            case OrderRejected() | OrderCancelled():
+                db.execute(DROP_PRICED_LINES, (event.order_id,))
+
+    def report(self, query: SalesReport, db: Database) -> Sales:
+        if query.group_by == "sku":
+            rows = db.fetch_all(SALES_BY_SKU, (query.from_, query.to))
+        else:
+            rows = db.fetch_all(SALES_BY_DAY, (query.group_by, query.from_, query.to))
+        return Sales(group_by=query.group_by, rows=[SalesRow(**row) for row in rows])
+
+    def top(self, query: TopProducts, db: Database) -> TopSellers:
+        first_day = last_day = None
+        if query.period != "all":
+            as_of = query.as_of or datetime.now(UTC).date()
+            first_day = _one_day(db, PERIOD_BOUNDS, (query.period, as_of), "first_day")
+            last_day = _one_day(db, PERIOD_END, (first_day, PERIOD_LENGTH[query.period]), "last_day")
+        rows = db.fetch_all(TOP_SELLERS[query.by], (first_day or date.min, last_day or date.max, query.limit))
+        products = [ProductSales(rank=rank, **row) for rank, row in enumerate(rows, start=1)]
+        return TopSellers(period=query.period, first_day=first_day, last_day=last_day, by=query.by, products=products)
+
+
+def _one_day(db: Database, sql: str, params: tuple[object, ...], column: str) -> date:
+    row = db.fetch_one(sql, params)
+    assert row is not None  # a SELECT without FROM answers one row
+    day: date = row[column]
+    return day
+
+
 book = OrderBook()
+sales = SalesFacts()
 
 orders = Service(
     "orders",
-    description="Orders, the checkout saga, and each customer's order history.",
+    description="Orders, the checkout saga, each customer's order history, and sales reports.",
     commands={
         PlaceOrder: place_order,
         CancelOrder: cancel_order,
         ConfirmOrder: confirm_order,
         RejectOrder: reject_order,
     },
-    queries={OrderHistory: book.history},
-    projections=[book],
+    queries={OrderHistory: book.history, SalesReport: sales.report, TopProducts: sales.top},
+    projections=[book, sales],
     sagas=[Checkout],
     aggregates=[Order],
     subscriptions=[

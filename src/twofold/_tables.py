@@ -1,9 +1,13 @@
-"""A read-model table's columns and primary key, and its rows read in key order, on either dialect.
+"""A read-model table's columns and primary key, and its rows read in key order, on every dialect.
 
 Two copies of a table are compared by walking both in the same order, so the order the database
 sorts in must be the order Python compares in: text is sorted by code point (``COLLATE "C"`` on
-PostgreSQL, ``BINARY`` on SQLite, whatever the column declares), NULLs first, and
-:func:`sort_key` ranks values as SQLite does (NULL, numbers, text, bytes).
+PostgreSQL, ``BINARY`` on SQLite, whatever the column declares; DuckDB's default order already is),
+NULLs first, and :func:`sort_key` ranks values as SQLite does (NULL, numbers, text, bytes).
+
+A handle that is no SQL database (a search index) answers for itself: it has methods
+``layout_of(table) -> TableLayout``, ``rows_in_order(layout, size) -> Iterator[list[Row]]`` and
+``checkpoint(name) -> int``, each read from the snapshot the handle sees.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from twofold.readmodels import Database, Row, quoted_table
+from twofold.readmodels import GET_CHECKPOINT, SQL_DIALECTS, Row, quoted_table
 
 # key_order: the column's place in the primary key from 1, or 0 (int2vector's subscripts start at 0).
 SQLITE_COLUMNS = "SELECT name, pk AS key_order, 1 AS collatable FROM pragma_table_info(?) ORDER BY cid"
@@ -25,6 +29,15 @@ FROM pg_attribute a
 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 WHERE a.attrelid = to_regclass(?) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
+"""
+DUCKDB_COLUMNS = """
+SELECT c.column_name AS name, c.data_type = 'VARCHAR' AS collatable,
+       coalesce(list_position(k.constraint_column_names, c.column_name), 0) AS key_order
+FROM duckdb_columns() c
+LEFT JOIN duckdb_constraints() k ON k.database_name = c.database_name AND k.schema_name = c.schema_name
+     AND k.table_name = c.table_name AND k.constraint_type = 'PRIMARY KEY'
+WHERE c.table_name = ? AND c.schema_name = current_schema() AND c.database_name = current_database()
+ORDER BY c.column_index
 """
 COLLATION = {"postgresql": ' COLLATE "C"', "sqlite": " COLLATE BINARY"}
 
@@ -48,10 +61,15 @@ class TableLayout:
         return self.key or self.columns
 
 
-def layout_of(db: Database, table: str) -> TableLayout:
-    """The columns and primary key of ``table`` as ``db`` sees it."""
+def layout_of(db: Any, table: str) -> TableLayout:
+    """The columns and primary key of ``table`` as ``db`` sees it (a handle that is no SQL database tells itself)."""
+    if db.dialect not in SQL_DIALECTS:
+        layout: TableLayout = db.layout_of(table)
+        return layout
     if db.dialect == "postgresql":
         rows = db.fetch_all(POSTGRES_COLUMNS, (quoted_table(table),))
+    elif db.dialect == "duckdb":
+        rows = db.fetch_all(DUCKDB_COLUMNS, (table,))
     else:
         rows = db.fetch_all(SQLITE_COLUMNS, (table,))
     key = sorted((int(row["key_order"]), str(row["name"])) for row in rows if row["key_order"])
@@ -63,15 +81,27 @@ def layout_of(db: Database, table: str) -> TableLayout:
     )
 
 
-def rows_in_order(db: Database, layout: TableLayout, size: int) -> Iterator[list[Row]]:
+def rows_in_order(db: Any, layout: TableLayout, size: int) -> Iterator[list[Row]]:
     """The table's rows in pages, sorted by :attr:`TableLayout.order` as :func:`sort_key` sorts."""
     if not layout.present:
         return iter(())
+    if db.dialect not in SQL_DIALECTS:
+        pages: Iterator[list[Row]] = db.rows_in_order(layout, size)
+        return pages
     columns = ", ".join(_quoted(c) for c in layout.columns)
     collation = COLLATION.get(db.dialect, "")
     order = ", ".join(_quoted(c) + (collation if c in layout.collatable else "") + " NULLS FIRST" for c in layout.order)
     table = quoted_table(layout.table)
-    return db.fetch_pages(f"SELECT {columns} FROM {table} ORDER BY {order}", size=size)
+    sql_pages: Iterator[list[Row]] = db.fetch_pages(f"SELECT {columns} FROM {table} ORDER BY {order}", size=size)
+    return sql_pages
+
+
+def checkpoint_in(db: Any, name: str) -> int:
+    """``name``'s checkpoint as the handle's snapshot has it."""
+    if db.dialect not in SQL_DIALECTS:
+        return int(db.checkpoint(name))
+    row = db.fetch_one(GET_CHECKPOINT, (name,))
+    return int(row["position"]) if row else 0
 
 
 def sort_key(row: Row, columns: tuple[str, ...]) -> tuple[tuple[int, Any], ...]:

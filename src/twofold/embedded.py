@@ -10,7 +10,9 @@ the events a service subscribes to are imported by an
 :class:`~twofold.broker.inprocess.InProcessFeed` straight from the source service's store.
 
 Each service's stores may be set apart with ``TWOFOLD_<SERVICE>_DATABASE_URL`` and
-``TWOFOLD_<SERVICE>_READ_DATABASE_URL`` (``TWOFOLD_ORDERS_DATABASE_URL=postgresql://…/orders``).
+``TWOFOLD_<SERVICE>_READ_DATABASE_URL`` (``TWOFOLD_ORDERS_DATABASE_URL=postgresql://…/orders``),
+and its warehouse and search stores, when its projections name them, with
+``TWOFOLD_<SERVICE>_WAREHOUSE_URL`` and ``TWOFOLD_<SERVICE>_SEARCH_URL``.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from twofold.broker.inprocess import InProcessFeed
 from twofold.bus import InProcessBus
-from twofold.config import Settings, open_event_store, open_read_store
-from twofold.readmodels import ReadStore
+from twofold.config import Settings, open_event_store, open_read_store, open_targets
+from twofold.readmodels import Database, ReadStore
 from twofold.runtime import Runtime, Worker
 from twofold.service import Service
 from twofold.store import EventStore
 from twofold.system import System
 
-__all__ = ["database_url_variable", "embedded_runtimes", "service_environ", "settle"]
+__all__ = ["database_url_variable", "embedded_runtimes", "service_environ", "settle", "target_url_variable"]
 
+SERVICE_URLS = ("DATABASE_URL", "READ_DATABASE_URL", "WAREHOUSE_URL", "SEARCH_URL")  # each service's own
 SETTLE_PAUSE = 0.02  # seconds between rounds: long enough for a feed to look at another service's appends
 
 
@@ -37,6 +41,11 @@ def database_url_variable(service: str, *, read: bool = False) -> str:
     """``orders`` → ``TWOFOLD_ORDERS_DATABASE_URL`` (``…_READ_DATABASE_URL`` with ``read``): where one
     service of a system finds its own store."""
     return f"{_prefix(service)}{'READ_' if read else ''}DATABASE_URL"
+
+
+def target_url_variable(service: str, target: str) -> str:
+    """``orders``, ``warehouse`` → ``TWOFOLD_ORDERS_WAREHOUSE_URL``: where one service finds a target store."""
+    return f"{_prefix(service)}{target.upper()}_URL"
 
 
 def _prefix(service: str) -> str:
@@ -50,9 +59,9 @@ def service_environ(environ: Mapping[str, str], service: str) -> dict[str, str]:
     """
     prefix = _prefix(service)
     own = dict(environ)
-    own.pop("TWOFOLD_DATABASE_URL", None)
-    own.pop("TWOFOLD_READ_DATABASE_URL", None)
-    for name in ("DATABASE_URL", "READ_DATABASE_URL"):
+    for name in SERVICE_URLS:
+        own.pop("TWOFOLD_" + name, None)
+    for name in SERVICE_URLS:
         if environ.get(prefix + name):
             own["TWOFOLD_" + name] = environ[prefix + name]
     return own
@@ -64,10 +73,12 @@ def embedded_runtimes(system: System, environ: Mapping[str, str] = os.environ) -
     The runtimes come in dependency order: a service after those it imports from. Start them in
     this order and stop them in the reverse one, so that no feed reads a store already closed.
     """
-    stores: dict[str, tuple[EventStore, ReadStore]] = {}
+    stores: dict[str, tuple[EventStore, ReadStore[Database]]] = {}
+    targets: dict[str, dict[str, ReadStore[Any]]] = {}
     for service in system.services:
         settings = Settings.from_env(service, service_environ(environ, service.name))
         stores[service.name] = (open_event_store(settings.database_url), open_read_store(settings.read_database_url))
+        targets[service.name] = open_targets(service, settings)
     bus = InProcessBus()
     runtimes: dict[str, Runtime] = {}
     for service in _sources_first(system):
@@ -75,7 +86,9 @@ def embedded_runtimes(system: System, environ: Mapping[str, str] = os.environ) -
         feeds: list[Worker] = [
             InProcessFeed(stores[s.source][0], s.source, service, store, read_store, s) for s in service.subscriptions
         ]
-        runtimes[service.name] = Runtime(service, store=store, read_store=read_store, workers=feeds, bus=bus)
+        runtimes[service.name] = Runtime(
+            service, store=store, read_store=read_store, targets=targets[service.name], workers=feeds, bus=bus
+        )
         bus.register(runtimes[service.name])
     return runtimes
 

@@ -9,6 +9,11 @@
         def apply(self, event: ProductAdded, db: Database, record: StoredEvent) -> None:
             db.execute("INSERT INTO products VALUES (?, ?)", (event.sku, event.name))
 
+A projection's ``target`` names the read store that holds its model: ``"sql"`` (the service's read
+database, the default), ``"warehouse"`` (DuckDB, for reports) or ``"search"`` (a full-text index).
+``setup``, ``apply`` and ``reset`` receive that store's handle, and so do the projection's own
+query methods.
+
 A projection's ``name`` is a durable id: its checkpoint is stored under it, so renaming a
 projection rebuilds it from the first event. ``apply``'s annotation names the events it handles;
 the runner skips the rest without decoding them. Each batch of events, applied together with the
@@ -29,7 +34,7 @@ from twofold.health import Progress, progress_of
 from twofold.messages import Event, EventTypes, Upcaster, utc_now
 from twofold.observability import projection_span
 from twofold.personal import KeyStore, PersonalData
-from twofold.readmodels import CheckpointConflict, Database, ReadStore
+from twofold.readmodels import TARGETS, CheckpointConflict, ReadStore
 from twofold.store import EventStore, StoredEvent
 from twofold.store._follow import follow_pages
 from twofold.tenancy import Tenancy
@@ -44,10 +49,16 @@ CATCH_UP_CHECK = 0.05  # seconds catch_up gives a running task to show progress 
 
 
 class Projection:
-    """Base of projections: override ``setup`` and ``apply``; list the tables it owns in ``tables``."""
+    """Base of projections: override ``setup`` and ``apply``; list the tables it owns in ``tables``.
+
+    ``target`` names the store the model lives in (``"sql"``, ``"warehouse"`` or ``"search"``);
+    the handle parameters are typed ``Any`` here so that a subclass annotates the one its target
+    hands out (``db: Database``, ``index: SearchIndex``).
+    """
 
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]] = ()
+    target: ClassVar[str] = "sql"
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,16 +66,18 @@ class Projection:
         bad = [t for t in cls.tables if not _IDENTIFIER.match(t)]
         if bad:
             raise ValueError(f"{cls.__name__}.tables: {bad} are not plain SQL identifiers")
+        if cls.target not in TARGETS:
+            raise ValueError(f"{cls.__name__}.target must be one of {', '.join(TARGETS)} (got {cls.target!r})")
 
-    def setup(self, db: Database) -> None:
+    def setup(self, db: Any) -> None:
         """Create the read model's tables if they do not exist yet."""
 
-    def apply(self, event: Any, db: Database, record: StoredEvent) -> None:
+    def apply(self, event: Any, db: Any, record: StoredEvent) -> None:
         """Change the read model for one event; ``record`` has its position, stream and metadata."""
         raise TypeError(f"{type(self).__name__} must define apply(self, event, db, record)")
 
-    def reset(self, db: Database) -> None:
-        """Drop the read model's tables, before a rebuild from the first event."""
+    def reset(self, db: Any) -> None:
+        """Drop the read model's tables, before a rebuild from the first event (SQL targets; others override it)."""
         for table in self.tables:
             db.execute(f'DROP TABLE IF EXISTS "{table}"')  # names checked as identifiers at class creation
 
@@ -80,7 +93,7 @@ class ProjectionRunner:
     Args:
         projection: what to keep up to date.
         store: where events come from.
-        read_store: where the read model and its checkpoint live.
+        read_store: where the read model and its checkpoint live: the store of the projection's target.
         batch_size: the most events applied in one transaction.
         upcasters: bring events stored at older schema versions up to the classes ``apply`` names.
         tenancy: opens tenants' read stores; shared with the runtime's other projections and queries.
@@ -94,7 +107,7 @@ class ProjectionRunner:
         self,
         projection: Projection,
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Any],
         *,
         batch_size: int = 500,
         upcasters: Sequence[Upcaster] = (),
@@ -120,6 +133,11 @@ class ProjectionRunner:
     def running(self) -> bool:
         """True while the runner's task is alive."""
         return self._task is not None and not self._task.done()
+
+    @property
+    def read_store(self) -> ReadStore[Any]:
+        """The store this runner projects into."""
+        return self._read_store
 
     @property
     def position(self) -> int:
@@ -156,7 +174,7 @@ class ProjectionRunner:
         """Drop the read model, every tenant's included, and replay every event into it from position 1."""
         await self.stop()
 
-        def reset(db: Database) -> None:
+        def reset(db: Any) -> None:
             self.projection.reset(db)
             self.projection.setup(db)
 
@@ -247,8 +265,8 @@ class ProjectionRunner:
             except CheckpointConflict:  # another worker applied some of them first: skip those
                 continue
 
-    def _applying(self, records: Sequence[StoredEvent]) -> Callable[[Database], None]:
-        def work(db: Database) -> None:
+    def _applying(self, records: Sequence[StoredEvent]) -> Callable[[Any], None]:
+        def work(db: Any) -> None:
             for record in records:
                 self.projection.apply(self._types.decode(record.type, record.data, record.schema_version), db, record)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twofold.messages import EventTypes, Upcaster
 from twofold.personal import KeyStore, PersonalData
@@ -63,7 +64,7 @@ class Replay:
     def label(self) -> str:
         return self.projection.name if self.tenant is None else f"{self.projection.name}@{self.tenant}"
 
-    async def into(self, target: ReadStore, after: int, upto: int, progress: OnProgress | None = None) -> int:
+    async def into(self, target: ReadStore[Any], after: int, upto: int, progress: OnProgress | None = None) -> int:
         """Apply the events after position ``after`` up to ``upto`` to ``target``; return ``upto``."""
         position = after
         while position < upto:
@@ -96,8 +97,8 @@ class Replay:
             self.tenants_seen.add(tenant)
         return bool(tenant == self.tenant)
 
-    def _applying(self, records: list[StoredEvent]) -> Callable[[Database], None]:
-        def work(db: Database) -> None:
+    def _applying(self, records: list[StoredEvent]) -> Callable[[Any], None]:
+        def work(db: Any) -> None:
             for record in records:
                 event = self._types.decode(record.type, record.data, record.schema_version)
                 self.projection.apply(event, db, record)
@@ -108,26 +109,29 @@ class Replay:
 async def rebuild_projection(
     projection: Projection,
     store: EventStore,
-    read_store: ReadStore,
+    read_store: ReadStore[Any],
     *,
     upcasters: Sequence[Upcaster] = (),
     batch_size: int = 500,
     progress: OnProgress | None = None,
+    registry: ReadStore[Database] | None = None,
 ) -> None:
     """Rebuild ``projection``'s read model, every tenant's copy included, and swap each in atomically.
 
+    ``read_store`` is the store of the projection's target; ``registry`` the SQL store its tenants
+    are registered in, when that is another (see :class:`~twofold.tenancy.Tenancy`).
     Raises :class:`~twofold.errors.StoreError` if a store fails; the live model is then left as
     it was, and the shadow is dropped either way.
     """
     replay = Replay(projection, store, None, upcasters, batch_size)
     await _rebuild_store(replay, read_store, progress)
-    tenancy = Tenancy(read_store, [projection])
+    tenancy = Tenancy(read_store, [projection], registry=registry)
     for tenant in sorted(set(await tenancy.tenants()) | replay.tenants_seen):
         live = await tenancy.store_for(tenant)  # registers a tenant the live runner has not met yet
         await _rebuild_store(Replay(projection, store, tenant, upcasters, batch_size), live, progress)
 
 
-async def _rebuild_store(replay: Replay, live: ReadStore, progress: OnProgress | None) -> None:
+async def _rebuild_store(replay: Replay, live: ReadStore[Any], progress: OnProgress | None) -> None:
     projection = replay.projection
     shadow = live.scratch("rebuild_" + hashlib.sha256(projection.name.encode()).hexdigest()[:12])
     try:

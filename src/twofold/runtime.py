@@ -6,9 +6,15 @@
         history = await runtime.query(OrderHistory(customer_id="c-1"), min_position=placed.position)
 
 One process can play every part (the embedded mode), or only some: leave out ``store`` for a query
-replica, or pass ``project=False`` where projections run in a separate worker. Other long-running
-parts, such as the relay to NATS, come in as ``workers``: started with the runtime, stopped before
-its stores close.
+replica, or pass ``project=False`` where projections run in a separate worker.
+
+Projections whose ``target`` is ``"warehouse"`` or ``"search"`` write to the stores given in
+``targets``; each runner gets its projection's store, and each target store its own tenancy.
+``project`` may name the targets this process projects (``project={"sql"}``): an embedded store
+is projected by the process that serves its queries (docs/architecture.md, "Read-model targets").
+
+Other long-running parts, such as the relay to NATS, come in as ``workers``: started with the
+runtime, stopped before its stores close.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -28,7 +34,7 @@ from twofold.messages import Command, Envelope, Query, new_id, parse
 from twofold.observability import command_span, handling
 from twofold.projections import ProjectionRunner
 from twofold.queries import QueryDispatcher
-from twofold.readmodels import ReadStore
+from twofold.readmodels import SQL_DIALECTS, Database, ReadStore
 from twofold.rebuilds import OnProgress, rebuild_projection
 from twofold.saga_runner import SagaRunner
 from twofold.service import Service
@@ -60,8 +66,10 @@ class Runtime:
     Args:
         service: what to run.
         store: the event store; ``None`` in a process that only answers queries.
-        read_store: where read models live; ``None`` in a process that only handles commands.
-        project: run the service's projections in this process (needs both stores).
+        read_store: where read models live (the ``"sql"`` target); ``None`` in a process that only handles commands.
+        targets: the other target stores, by target (``{"warehouse": DuckDBReadStore(...)}``).
+        project: run the service's projections in this process (needs the event store and each
+            projection's target store); or the targets whose projections run here (sagas run with ``"sql"``).
         max_attempts: how often a command is tried when its streams keep moving on under it.
         batch_size: the most events a projection applies in one transaction.
         workers: other long-running parts to start and stop with the runtime, in order.
@@ -73,8 +81,9 @@ class Runtime:
         service: Service,
         *,
         store: EventStore | None = None,
-        read_store: ReadStore | None = None,
-        project: bool = True,
+        read_store: ReadStore[Database] | None = None,
+        targets: Mapping[str, ReadStore[Any]] | None = None,
+        project: bool | Collection[str] = True,
         max_attempts: int = 5,
         batch_size: int = 500,
         workers: Sequence[Worker] = (),
@@ -85,17 +94,32 @@ class Runtime:
         self.workers = list(workers)
         self.store = store
         self.read_store = read_store
+        self.targets: dict[str, ReadStore[Any]] = dict(targets or {})
+        if read_store is not None:
+            self.targets["sql"] = read_store
         self.runners: dict[str, ProjectionRunner] = {}
         self.batch_size = batch_size
         self.sagas: dict[str, SagaRunner] = {}
-        self.tenancy = Tenancy(read_store, service.projections) if read_store is not None else None
-        if project and store is not None and read_store is not None:
+        self.tenancies = {target: self._tenancy_of(target) for target in self.targets}
+        self.tenancy = self.tenancies.get("sql")
+        # project=True: every projection, each needing its target's store; none without a read store, as
+        # in a process that only handles commands.
+        every = {p.target for p in service.projections} | {"sql"} if read_store is not None else set()
+        projected = set(every if project is True else () if project is False else project)
+        if store is not None:
             self.runners = {
                 p.name: ProjectionRunner(
-                    p, store, read_store, batch_size=batch_size, upcasters=service.upcasters, tenancy=self.tenancy
+                    p,
+                    store,
+                    self._target(p.target, p.name),
+                    batch_size=batch_size,
+                    upcasters=service.upcasters,
+                    tenancy=self.tenancies[p.target],
                 )
                 for p in service.projections
+                if p.target in projected
             }
+        if "sql" in projected and store is not None and read_store is not None:
             self.sagas = {
                 s.name: SagaRunner(s, store, read_store, self.send, batch_size=batch_size, upcasters=service.upcasters)
                 for s in service.sagas
@@ -107,10 +131,37 @@ class Runtime:
         )
         names = [p.name for p in service.projections]
         self._queries = (
-            QueryDispatcher(read_store, service.queries, names, self.runners, self.tenancy) if read_store else None
+            QueryDispatcher(
+                read_store,
+                service.queries,
+                names,
+                self.runners,
+                self.tenancy,
+                targets=self.targets,
+                tenancies=self.tenancies,
+                target_of={p.name: p.target for p in service.projections},
+            )
+            if read_store
+            else None
         )
         self._started = False
         self._lock = asyncio.Lock()
+
+    def _target(self, target: str, projection: str) -> ReadStore[Any]:
+        store = self.targets.get(target)
+        if store is None:
+            raise ConfigurationError(
+                f"Projection {projection} writes to the {target!r} target, but this runtime has no such store:"
+                f" give Runtime(targets={{{target!r}: ...}}) (or read_store= for 'sql'), or leave {target!r} out of"
+                " project="
+            )
+        return store
+
+    def _tenancy_of(self, target: str) -> Tenancy:
+        """A target's tenancy; a store that is no SQL database registers its tenants in the read database."""
+        store = self.targets[target]
+        registry = self.read_store if store.dialect not in SQL_DIALECTS else None
+        return Tenancy(store, [p for p in self.service.projections if p.target == target], registry=registry)
 
     async def start(self) -> None:
         """Set up read models and start the projections; calling it again does nothing."""
@@ -141,8 +192,8 @@ class Runtime:
                 await close()
             if self.store is not None:
                 await self.store.close()
-            if self.read_store is not None:
-                await self.read_store.close()
+            for target in self.targets.values():
+                await target.close()
             self._started = False
 
     async def __aenter__(self) -> Self:
@@ -236,10 +287,12 @@ class Runtime:
         return await self._queries.ask(query, min_position=min_position, timeout=timeout, tenant=tenant)
 
     async def positions(self) -> Mapping[str, int]:
-        """Each projection's committed checkpoint, as the read store has it."""
-        if self.read_store is None:
-            return {}
-        return {p.name: await self.read_store.checkpoint(p.name) for p in self.service.projections}
+        """Each projection's committed checkpoint, as its target store has it (those whose store is open here)."""
+        return {
+            p.name: await self.targets[p.target].checkpoint(p.name)
+            for p in self.service.projections
+            if p.target in self.targets
+        }
 
     async def catch_up(self) -> None:
         """Bring every projection and saga up to the current head of the store, then return.
@@ -264,14 +317,14 @@ class Runtime:
         """
         runner = self._runner(name)
         assert self.store is not None
-        assert self.read_store is not None
         await rebuild_projection(
             runner.projection,
             self.store,
-            self.read_store,
+            runner.read_store,
             upcasters=self.service.upcasters,
             batch_size=self.batch_size,
             progress=progress,
+            registry=self.tenancies[runner.projection.target].registry,
         )
         await runner.follow_checkpoint()
 

@@ -99,7 +99,7 @@ class SagaRunner:
         self,
         saga: type[Saga],
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Database],
         send: SendCommand,
         *,
         batch_size: int = 500,
@@ -455,7 +455,7 @@ def _parse_time(text: str) -> datetime:
 
 
 async def saga_instances(
-    read_store: ReadStore, saga: str, *, status: str | None = None, after: str = "", limit: int = 100
+    read_store: ReadStore[Database], saga: str, *, status: str | None = None, after: str = "", limit: int = 100
 ) -> list[dict[str, Any]]:
     """Instances of ``saga`` in key order, from the read store: a page after key ``after``."""
 
@@ -472,7 +472,7 @@ async def saga_instances(
     return await read_store.read(read)
 
 
-async def saga_instance(read_store: ReadStore, saga: str, instance: str) -> dict[str, Any] | None:
+async def saga_instance(read_store: ReadStore[Database], saga: str, instance: str) -> dict[str, Any] | None:
     """One instance of ``saga`` with its pending deadlines, from the read store (``None``: unknown)."""
 
     def read(db: Database) -> dict[str, Any] | None:
@@ -509,7 +509,7 @@ def _instance_json(row: dict[str, Any], deadlines: dict[str, str]) -> dict[str, 
     }
 
 
-async def saga_status_counts(read_store: ReadStore) -> dict[tuple[str, str], int]:
+async def saga_status_counts(read_store: ReadStore[Database]) -> dict[tuple[str, str], int]:
     """How many instances each saga has in each status: ``{("checkout", "active"): 3, …}``."""
 
     def read(db: Database) -> dict[tuple[str, str], int]:
@@ -519,6 +519,6 @@ async def saga_status_counts(read_store: ReadStore) -> dict[tuple[str, str], int
     return await read_store.read(read)
 
 
-async def ensure_saga_tables(read_store: ReadStore) -> None:
+async def ensure_saga_tables(read_store: ReadStore[Database]) -> None:
     """Create the tables that list instances and deadlines, if no runner has yet (a query replica)."""
     await read_store.transact("saga tables", _setup)

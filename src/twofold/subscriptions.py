@@ -34,7 +34,7 @@ from twofold.deadletters import UNREADABLE_STREAM, DeadLetter, DeadLetters
 from twofold.errors import ConcurrencyError
 from twofold.messages import Event, EventTypes
 from twofold.observability import handling, import_span
-from twofold.readmodels import ReadStore
+from twofold.readmodels import Database, ReadStore
 from twofold.store import NO_STREAM, EventStore, NewEvent, StoredEvent, StreamWrite
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class Importer:
         self,
         service: Service,
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Database],
         subscription: Subscription,
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,

@@ -19,10 +19,11 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twofold._tables import layout_of
 from twofold.errors import FieldError, InvalidMessage
+from twofold.readmodels import SQL_DIALECTS
 
 if TYPE_CHECKING:
     from twofold.projections import Projection
@@ -67,14 +68,29 @@ class Tenancy:
     Args:
         read_store: the main read store; tenants' stores come from its ``for_tenant``.
         projections: whose tables every tenant's store gets.
+        registry: the SQL store tenants are registered in; ``read_store`` itself by default. A
+            target that is no SQL database (a search index) registers its tenants in the service's
+            read database instead.
     """
 
-    def __init__(self, read_store: ReadStore, projections: Sequence[Projection]) -> None:
+    def __init__(
+        self,
+        read_store: ReadStore[Any],
+        projections: Sequence[Projection],
+        *,
+        registry: ReadStore[Database] | None = None,
+    ) -> None:
         self._read_store = read_store
+        self._registry: ReadStore[Database] = registry or read_store
         self._projections = list(projections)
-        self._opened: dict[str, asyncio.Task[ReadStore]] = {}
+        self._opened: dict[str, asyncio.Task[ReadStore[Any]]] = {}
 
-    async def store_for(self, tenant: str) -> ReadStore:
+    @property
+    def registry(self) -> ReadStore[Database]:
+        """The SQL store this tenancy registers tenants in."""
+        return self._registry
+
+    async def store_for(self, tenant: str) -> ReadStore[Any]:
         """The tenant's read store, registered and set up on first use."""
         opening = self._opened.get(tenant)
         if opening is None or (opening.done() and opening.exception() is not None):
@@ -86,26 +102,31 @@ class Tenancy:
 
     async def tenants(self) -> list[str]:
         """Every tenant any projection of this read store has seen, in order."""
-        await self._read_store.transact(REGISTRY, _create_registry)
-        rows = await self._read_store.read(lambda db: db.fetch_all(LIST))
+        await self._registry.transact(REGISTRY, _create_registry)
+        rows = await self._registry.read(lambda db: db.fetch_all(LIST))
         return [str(row["tenant"]) for row in rows]
 
-    async def _open(self, tenant: str) -> ReadStore:
+    async def _open(self, tenant: str) -> ReadStore[Any]:
         location = tenant_location(tenant)
 
         def register(db: Database) -> None:
             _create_registry(db)
             db.execute(REGISTER, (tenant, location))
 
-        await self._read_store.transact(REGISTRY, register)
+        await self._registry.transact(REGISTRY, register)
         store = self._read_store.for_tenant(tenant)
         for projection in self._projections:
             await store.transact(projection.name, projection.setup)
         return store
 
 
-async def known_tenants(read_store: ReadStore) -> list[str]:
-    """The tenants registered in ``read_store``, in order, read without creating anything (for tools)."""
+async def known_tenants(read_store: ReadStore[Any]) -> list[str]:
+    """The tenants registered in ``read_store``, in order, read without creating anything (for tools).
+
+    A store that is no SQL database keeps no registry: its tenants are those of the read database.
+    """
+    if read_store.dialect not in SQL_DIALECTS:
+        return []
 
     def listed(db: Database) -> list[str]:
         if not layout_of(db, "twofold_tenants").present:

@@ -32,6 +32,9 @@ ALLOWED = {  # (file under the root, expression): why it is no value a client ch
     ("src/twofold/readmodels/sqlite.py", "quoted"): "a projection's table name, checked by quoted_table",
     ("src/twofold/_tables.py", "table"): "a projection's table name, checked by quoted_table",
     ("src/twofold/_tables.py", "columns"): "column names the database reported, each quoted with its quotes doubled",
+    ("src/twofold/readmodels/duckdb.py", "where"): "the store's own schema, its names quoted by _qualified",
+    ("src/twofold/readmodels/duckdb.py", "shadow"): "a scratch schema (a checked scratch name), quoted by _qualified",
+    ("src/twofold/readmodels/duckdb.py", "quoted"): "a projection's table name, checked by quoted_table",
     ("src/twofold/_tables.py", "order"): "the same quoted column names, with a fixed collation and NULLS FIRST",
 }
 

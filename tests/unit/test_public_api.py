@@ -22,6 +22,7 @@ MODULES = [
     "twofold.messages",
     "twofold.personal",
     "twofold.readmodels",
+    "twofold.readmodels.duckdb",
     "twofold.readmodels.postgres",
     "twofold.readmodels.sqlite",
     "twofold.readmodels.tantivy",

@@ -71,9 +71,9 @@ class Shop:
         # A rejection's compensations (stock released, payment voided) follow it.
         await settle(self.runtimes)
 
-    async def corrupt(self, service: str, sql: str, tenant: str | None = None) -> None:
-        read_store = self.runtimes[service].read_store
-        assert read_store is not None
+    async def corrupt(self, service: str, sql: str, tenant: str | None = None, store: str = "sql") -> None:
+        """Run ``sql`` on a service's read database, or on another of its target stores (``store="warehouse"``)."""
+        read_store = self.runtimes[service].targets[store]
         target = read_store if tenant is None else read_store.for_tenant(tenant)
         await target.transact("test.corruption", lambda db: db.execute(sql))
 
@@ -115,6 +115,7 @@ async def test_every_read_model_of_the_shop_equals_a_rebuild_from_its_events(sho
 
     checked = {check.label: check.rows_compared for report in reports.values() for check in report.checks}
     assert checked["orders.history"] == checked["orders.history@acme"] == 3
+    assert checked["orders.sales"] == checked["orders.sales@acme"] == 1  # the one confirmed order's line
     assert checked["inventory.stock"] == checked["inventory.stock@acme"] == 2
     expected_products = 2 if shop.backend == "postgresql" else 4  # SQLite: the FTS5 table's rows too
     assert checked["catalog.products"] == expected_products

@@ -44,7 +44,7 @@ from twofold.broker.cloudevents import InvalidCloudEvent, decode
 from twofold.broker.subjects import events_filter, events_stream, subject_token
 from twofold.health import Progress, Total
 from twofold.messages import utc_now
-from twofold.readmodels import ReadStore
+from twofold.readmodels import Database, ReadStore
 from twofold.service import Service
 from twofold.store import EventStore, StoredEvent
 from twofold.subscriptions import DEFAULT_MAX_ATTEMPTS, Importer, Outcome, Subscription
@@ -94,7 +94,7 @@ class JetStreamConsumer:
         self,
         service: Service,
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Database],
         subscription: Subscription,
         nats_url: str,
         *,

@@ -56,7 +56,7 @@ class InProcessFeed:
         source_name: str,
         service: Service,
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Database],
         subscription: Subscription,
         *,
         page_size: int = 500,

@@ -89,7 +89,7 @@ class JetStreamRelay:
         self,
         service_name: str,
         store: EventStore,
-        read_store: ReadStore,
+        read_store: ReadStore[Database],
         nats_url: str,
         *,
         page_size: int = 500,

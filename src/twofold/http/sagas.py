@@ -15,12 +15,12 @@ from fastapi import APIRouter, Query
 
 from twofold.errors import NotFound
 from twofold.http.problems import problem_responses
-from twofold.readmodels import ReadStore
+from twofold.readmodels import Database, ReadStore
 from twofold.runtime import Runtime
 from twofold.saga_runner import ensure_saga_tables, saga_instance, saga_instances
 
 
-def saga_router(runtime: Runtime, read_store: ReadStore) -> APIRouter:
+def saga_router(runtime: Runtime, read_store: ReadStore[Database]) -> APIRouter:
     router = APIRouter(tags=["sagas"])
     names = {saga.name for saga in runtime.service.sagas}
     ready: list[bool] = []

@@ -1,5 +1,10 @@
 """Where projections keep read models: the ``Database`` handlers write through, and ``ReadStore``.
 
+A read store is generic in the handle its work functions receive: the SQL stores (SQLite,
+PostgreSQL, the DuckDB warehouse) are ``ReadStore[Database]``; a store that is no SQL database,
+such as a search index, hands out a handle of its own kind (``ReadStore[SearchIndex]``), with the
+same transactions, checkpoints, tenants and scratch stores.
+
 Projection and query handlers are plain functions over a :class:`Database`. A projection's batch
 runs as one transaction on one thread together with its checkpoint, so a batch costs one hop off
 the event loop however many events it holds.
@@ -19,6 +24,8 @@ from twofold.errors import StoreError
 __all__ = [
     "GET_CHECKPOINT",
     "SCRATCH_NAME",
+    "SQL_DIALECTS",
+    "TARGETS",
     "CheckpointConflict",
     "Database",
     "Params",
@@ -29,11 +36,16 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+H_co = TypeVar("H_co", covariant=True)  # the handle a store's work functions receive
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any]
 SCRATCH_NAME = re.compile(r"^[a-z0-9_]{1,30}$")  # short enough to fit a PostgreSQL schema name with a prefix
 # Every read store keeps its checkpoints in this table; a read can take one in its own snapshot.
 GET_CHECKPOINT = "SELECT position FROM twofold_checkpoints WHERE projection = ?"
+# The stores a projection can name as its ``target``: the service's read database, the DuckDB
+# warehouse for reports, the search index. Each is opened only when a projection names it.
+TARGETS = ("sql", "warehouse", "search")
+SQL_DIALECTS = frozenset({"sqlite", "postgresql", "duckdb"})  # stores whose handle is a Database
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -89,8 +101,10 @@ class Database(Protocol):
         ...
 
 
-class ReadStore(Protocol):
+class ReadStore(Protocol[H_co]):
     """The read side's database: projection transactions with checkpoints, and reads for queries.
+
+    ``H_co`` is the handle work functions get: :class:`Database` for the SQL stores.
 
     Error outcomes: ``StoreError`` (the backend failed; the transaction, checkpoint included, rolled back).
     """
@@ -98,7 +112,7 @@ class ReadStore(Protocol):
     dialect: str
 
     async def transact(
-        self, name: str, work: Callable[[Database], None], *, expected: int | None = None, position: int | None = None
+        self, name: str, work: Callable[[H_co], None], *, expected: int | None = None, position: int | None = None
     ) -> None:
         """Run ``work`` in one transaction, moving ``name``'s checkpoint to ``position`` in it.
 
@@ -107,7 +121,7 @@ class ReadStore(Protocol):
         """
         ...
 
-    async def read(self, work: Callable[[Database], T]) -> T:
+    async def read(self, work: Callable[[H_co], T]) -> T:
         """Run ``work`` against a read-only view."""
         ...
 
@@ -115,16 +129,16 @@ class ReadStore(Protocol):
         """The last position ``name`` committed (0 if none)."""
         ...
 
-    def for_tenant(self, tenant: str) -> ReadStore:
+    def for_tenant(self, tenant: str) -> ReadStore[H_co]:
         """The same kind of store for one tenant's read models, apart from every other tenant's.
 
         Its tables and checkpoints are the tenant's own (a schema on PostgreSQL, a file on
-        SQLite): nothing read through it can come from another tenant or from this store. The
+        SQLite and DuckDB): nothing read through it can come from another tenant or from this store. The
         same tenant always gets the same store; closing this store closes the tenants' too.
         """
         ...
 
-    def scratch(self, name: str) -> ReadStore:
+    def scratch(self, name: str) -> ReadStore[H_co]:
         """An empty store on the same database that no query of the service reads, for building a model aside.
 
         Its tables and checkpoints are its own (a schema ``twofold_scratch_<name>`` on PostgreSQL, a
@@ -138,7 +152,7 @@ class ReadStore(Protocol):
         """Drop a scratch store and everything in it, and release it; ``ValueError`` on any other store."""
         ...
 
-    async def swap_in(self, shadow: ReadStore, name: str, tables: Sequence[str]) -> None:
+    async def swap_in(self, shadow: ReadStore[Any], name: str, tables: Sequence[str]) -> None:
         """Replace ``tables`` and ``name``'s checkpoint by ``shadow``'s, in one transaction.
 
         ``shadow`` is a scratch store of this store. Queries answer from the old tables until the

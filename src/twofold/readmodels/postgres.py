@@ -280,7 +280,7 @@ class PostgresReadStore:
             raise ValueError("Only a scratch store can be discarded")
         await asyncio.get_running_loop().run_in_executor(self._writer, self._drop_schema)
 
-    async def swap_in(self, shadow: ReadStore, name: str, tables: Sequence[str]) -> None:
+    async def swap_in(self, shadow: ReadStore[Any], name: str, tables: Sequence[str]) -> None:
         """Drop these tables and move the shadow's into their place (``ALTER TABLE … SET SCHEMA``).
 
         Nothing is copied: the swap costs a few catalog changes however large the tables, under

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twofold._sqlite import SQLiteThreads, transaction
 from twofold.errors import StoreError
@@ -148,7 +148,7 @@ class SQLiteReadStore:
         await self.close()
         _remove_database(self.path)
 
-    async def swap_in(self, shadow: ReadStore, name: str, tables: Sequence[str]) -> None:
+    async def swap_in(self, shadow: ReadStore[Any], name: str, tables: Sequence[str]) -> None:
         """Copy the shadow's tables over these in one writer transaction, with the shadow's file attached.
 
         SQLite cannot move a table between files, so the rows are copied (FTS5 tables included,

@@ -23,7 +23,9 @@ async def assert_consistent(runtime: Runtime, *, projections: Collection[str] | 
     """
     if runtime.store is None or runtime.read_store is None:
         raise ConfigurationError("assert_consistent needs a runtime with both an event store and a read store")
-    report = await check_consistency(runtime.service, runtime.store, runtime.read_store, projections=projections)
+    report = await check_consistency(
+        runtime.service, runtime.store, runtime.read_store, projections=projections, targets=runtime.targets
+    )
     if not report.consistent:
         raise AssertionError(
             f"The read models of {runtime.service.name} differ from a rebuild from their events:\n{report.render()}"

@@ -10,7 +10,8 @@
 The events are appended to a fresh :class:`~twofold.store.memory.MemoryEventStore`, all recorded
 at :data:`SCENARIO_START`, and the real :class:`~twofold.projections.ProjectionRunner` applies
 them to a SQLite read store in a fresh temporary folder (or to the PostgreSQL database at
-``database_url``). Queries go through the real :class:`~twofold.queries.QueryDispatcher`. A wrong
+``database_url``); a projection whose ``target`` is ``"warehouse"`` or ``"search"`` writes to a
+store of that kind in the same folder. Queries go through the real :class:`~twofold.queries.QueryDispatcher`. A wrong
 expectation fails with a diff, one line per JSON field or per row:
 
     OrderHistory answered otherwise than expected (- expected, + answered):
@@ -39,7 +40,7 @@ from typing import Any, TypeVar
 from twofold.messages import Event, Query, Upcaster
 from twofold.projections import Projection, ProjectionRunner
 from twofold.queries import QueryDispatcher, QueryHandler
-from twofold.readmodels import ReadStore, Row
+from twofold.readmodels import SQL_DIALECTS, Database, ReadStore, Row
 from twofold.readmodels.sqlite import SQLiteReadStore
 from twofold.service import Service
 from twofold.store.memory import MemoryEventStore
@@ -144,37 +145,59 @@ class ProjectionScenario:
     def ask(self, query: Query, *, tenant: str | None = None) -> Any:
         """The answer to ``query`` once every given event is applied (it raises what the handler raises)."""
 
-        async def answer(read_store: ReadStore, tenancy: Tenancy, runners: Sequence[ProjectionRunner]) -> Any:
+        async def answer(opened: _Opened) -> Any:
             names = [p.name for p in self.projections]
-            dispatcher = QueryDispatcher(read_store, self.queries, names, {r.name: r for r in runners}, tenancy)
+            dispatcher = QueryDispatcher(
+                opened.stores["sql"],
+                self.queries,
+                names,
+                {r.name: r for r in opened.runners},
+                opened.tenancies["sql"],
+                targets=opened.stores,
+                tenancies=opened.tenancies,
+                target_of={p.name: p.target for p in self.projections},
+            )
             return await dispatcher.ask(query, tenant=tenant)
 
         return run_to_completion(lambda: self._project(answer))
 
     def rows(self, table: str, *, tenant: str | None = None) -> list[Row]:
-        """Every row of ``table`` once every given event is applied."""
+        """Every row of ``table`` once every given event is applied (from the store of the projection owning it)."""
         if not _IDENTIFIER.match(table):
             raise ValueError(f"Table name {table!r} must be a plain SQL identifier")
+        target = next((p.target for p in self.projections if table in p.tables), "sql")
 
-        async def select(read_store: ReadStore, tenancy: Tenancy, runners: Sequence[ProjectionRunner]) -> list[Row]:
-            target = read_store if tenant is None else await tenancy.store_for(tenant)
-            return await target.read(lambda db: db.fetch_all(f'SELECT * FROM "{table}"'))  # an identifier, checked
+        async def select(opened: _Opened) -> list[Row]:
+            main = opened.stores[target]
+            store = main if tenant is None else await opened.tenancies[target].store_for(tenant)
+            rows: list[Row] = await store.read(lambda db: db.fetch_all(f'SELECT * FROM "{table}"'))  # checked
+            return rows
 
         return run_to_completion(lambda: self._project(select))
 
     # -- running ---------------------------------------------------------------------------------
 
-    async def _project(self, read: Callable[[ReadStore, Tenancy, Sequence[ProjectionRunner]], Awaitable[T]]) -> T:
+    async def _project(self, read: Callable[[_Opened], Awaitable[T]]) -> T:
         store = MemoryEventStore(clock=lambda: SCENARIO_START)
         with tempfile.TemporaryDirectory(prefix="twofold-projection-") as folder:
             read_store = self._open_read_store(Path(folder))
+            stores: dict[str, ReadStore[Any]] = {"sql": read_store}
             try:
+                for target in sorted({p.target for p in self.projections} - {"sql"}):
+                    stores[target] = _open_target(target, Path(folder))
                 for given in self.history:
                     batch = [new_event(e, principal=given.principal, tenant=given.tenant) for e in given.events]
                     await store.append(given.stream_id, batch)
-                tenancy = Tenancy(read_store, self.projections)
+                tenancies = {
+                    target: Tenancy(
+                        each,
+                        [p for p in self.projections if p.target == target],
+                        registry=None if each.dialect in SQL_DIALECTS else read_store,
+                    )
+                    for target, each in stores.items()
+                }
                 runners = [
-                    ProjectionRunner(p, store, read_store, upcasters=self.upcasters, tenancy=tenancy)
+                    ProjectionRunner(p, store, stores[p.target], upcasters=self.upcasters, tenancy=tenancies[p.target])
                     for p in self.projections
                 ]
                 for runner in runners:
@@ -183,17 +206,35 @@ class ProjectionScenario:
                     await runner.rebuild()
                     await runner.catch_up()
                     await runner.stop()
-                return await read(read_store, tenancy, runners)
+                return await read(_Opened(stores, tenancies, runners))
             finally:
-                await read_store.close()
+                for each in stores.values():
+                    await each.close()
                 await store.close()
 
-    def _open_read_store(self, folder: Path) -> ReadStore:
+    def _open_read_store(self, folder: Path) -> ReadStore[Database]:
         if self.database_url is None:
             return SQLiteReadStore(folder / "read.db", readers=1)
         from twofold.readmodels.postgres import PostgresReadStore  # needs twofold[postgres]
 
         return PostgresReadStore(self.database_url, readers=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A scenario's stores by target, their tenancies, and the runners that filled them."""
+
+    stores: dict[str, ReadStore[Any]]
+    tenancies: dict[str, Tenancy]
+    runners: list[ProjectionRunner]
+
+
+def _open_target(target: str, folder: Path) -> ReadStore[Any]:
+    """A warehouse or search store in the scenario's temporary folder."""
+    from twofold.config import open_target_store
+
+    where = {"warehouse": f"duckdb:///{folder / 'warehouse.duckdb'}", "search": f"tantivy:///{folder / 'search'}"}
+    return open_target_store(target, where[target])
 
 
 def _queries_answered_by(projection: Projection) -> dict[type[Query], QueryHandler]:

@@ -2,12 +2,13 @@
 
 Projections, sagas and feeds that run in this process report their progress themselves (position,
 head, since when work has waited, last error). A projection that runs elsewhere (a query replica
-with ``project=False``) is still shown, from the checkpoint its read store holds.
+with ``project=False``) is still shown, from the checkpoint its read store holds. Each projection
+row names its target store (``sql``, ``warehouse``, ``search``); sagas and feeds have none.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ class WorkerRow:
     lag_seconds: float | None  # how long the oldest event it has not applied has waited
     running: bool | None  # None: it runs in another process
     last_error: str | None
+    target: str | None = None  # a projection's target store; None for sagas and feeds
 
 
 async def worker_rows(runtimes: dict[str, Runtime]) -> list[WorkerRow]:
@@ -44,6 +46,8 @@ async def worker_rows(runtimes: dict[str, Runtime]) -> list[WorkerRow]:
             running, error = getattr(worker, "running", None), getattr(worker, "last_error", None)
             here.append(_row(service, await worker.progress(), now, running, error))
         rows += here + await _elsewhere(service, runtime, {row.name for row in here})
+    targets = {(service, p.name): p.target for service, r in runtimes.items() for p in r.service.projections}
+    rows = [replace(row, target=targets.get((row.service, row.name))) for row in rows]
     return sorted(rows, key=lambda r: (r.service, r.name))
 
 
