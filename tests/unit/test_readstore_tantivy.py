@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -423,6 +424,7 @@ async def test_price_filters_keep_the_documents_in_range(shop: TantivyReadStore)
     assert await skus(shop, "", price=(None, 12)) == ["A-1", "C-3"]
     assert await skus(shop, "", price=(30, None)) == ["B-2", "D-4"]
     assert await skus(shop, "", price=8.5) == ["C-3"]
+    assert await skus(shop, "", price=(Decimal("8.50"), Decimal("12.00"))) == ["A-1", "C-3"]
     assert await skus(shop, "", sku="E-5") == ["E-5"]
 
 

@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,7 @@ def _bound(table: str, name: str, kind: str, value: Any) -> Any:
         return None
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if kind == "float" and number and math.isfinite(value):
+        return float(value)  # a Decimal bound (a price) too
     raise ValueError(f"A bound on {kind} field {name} of index {table} must be a finite number (got {value!r})")
