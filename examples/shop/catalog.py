@@ -7,11 +7,10 @@ orders service imports.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from examples.shop.common import Line, Price, PricedLine, Sku
 from twofold import (
@@ -26,8 +25,9 @@ from twofold import (
     StoredEvent,
     UnitOfWork,
 )
+from twofold.readmodels.tantivy import SearchIndex
 
-SEARCH_LIMIT = 50
+CENT = Decimal("0.01")
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -64,7 +64,20 @@ class PricingFailed(Event, name="catalog.PricingFailed"):
 
 
 class SearchProducts(Query):
+    """Products matching what a person typed, best match first; ``min_price``/``max_price`` bound the price."""
+
     text: Annotated[str, Field(max_length=200)] = ""
+    min_price: Price | None = None
+    max_price: Price | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+
+    @field_validator("max_price")
+    @classmethod
+    def _not_below_min_price(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        least = info.data.get("min_price")
+        if value is not None and least is not None and value < least:
+            raise ValueError(f"max_price must be at least min_price ({least})")
+        return value
 
 
 class ProductSummary(BaseModel):
@@ -131,63 +144,62 @@ async def price_order(command: PriceOrder, uow: UnitOfWork) -> None:
 
 
 class Catalog(Projection, name="catalog.products"):
-    """Products and a full-text index over their names.
+    """Products by sku, with their names and prices."""
 
-    Search is each database's own: an FTS5 table beside ``products`` on SQLite, a GIN index over
-    the names' ``tsvector`` on PostgreSQL. Both match every word typed as a prefix, best match first.
-    """
-
-    tables = ("products", "product_search")  # product_search exists on SQLite only; dropping it elsewhere is a no-op
+    tables = ("products",)
 
     def setup(self, db: Database) -> None:
         db.execute(
             "CREATE TABLE IF NOT EXISTS products (sku TEXT PRIMARY KEY, name TEXT NOT NULL, price TEXT NOT NULL)"
         )
-        if db.dialect == "postgresql":
-            # 'simple': words lower-cased, never stemmed, no stop words; close to FTS5's default tokenizer.
-            db.execute("CREATE INDEX IF NOT EXISTS products_search ON products USING gin (to_tsvector('simple', name))")
-        else:
-            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS product_search USING fts5(sku UNINDEXED, name)")
 
     def apply(self, event: ProductAdded, db: Database, record: StoredEvent) -> None:
         db.execute(
             "INSERT INTO products (sku, name, price) VALUES (?, ?, ?)", (event.sku, event.name, str(event.price))
         )
-        if db.dialect != "postgresql":  # PostgreSQL's index follows the products table
-            db.execute("INSERT INTO product_search (sku, name) VALUES (?, ?)", (event.sku, event.name))
 
-    def search(self, query: SearchProducts, db: Database) -> ProductList:
-        """Products whose name has every word of ``text`` (as a prefix), best match first."""
-        words = re.findall(r"\w+", query.text)
-        if not words:
-            rows = db.fetch_all("SELECT sku, name, price FROM products ORDER BY name LIMIT ?", (SEARCH_LIMIT,))
-        elif db.dialect == "postgresql":
-            # 'blue':* & 'mu':* — each word quoted, so nothing a client types is read as tsquery syntax.
-            match = " & ".join(f"'{word}':*" for word in words)
-            rows = db.fetch_all(
-                "SELECT sku, name, price FROM products, to_tsquery('simple', ?) AS query"
-                " WHERE to_tsvector('simple', name) @@ query"
-                " ORDER BY ts_rank(to_tsvector('simple', name), query) DESC, name LIMIT ?",
-                (match, SEARCH_LIMIT),
-            )
-        else:
-            # Each word is quoted, so nothing a client types is read as FTS5 query syntax.
-            match = " ".join('"' + word.replace('"', '""') + '"*' for word in words)
-            rows = db.fetch_all(
-                "SELECT p.sku, p.name, p.price FROM product_search s JOIN products p ON p.sku = s.sku"
-                " WHERE product_search MATCH ? ORDER BY s.rank LIMIT ?",
-                (match, SEARCH_LIMIT),
-            )
-        return ProductList(products=[ProductSummary(**row) for row in rows])
+
+class ProductSearch(Projection, name="catalog.product-search"):
+    """The search box: products found by the words of their names, as typed, as a prefix, or despite a typo.
+
+    It lives in the service's search index (``target = "search"``): ranked by relevance (BM25),
+    the last word matched as a prefix while it is being typed, one typo forgiven in words of 4
+    letters or more and two from 8, and filtered by price. Prices are kept in cents, so that a
+    filter compares them exactly.
+    """
+
+    target = "search"
+    tables = ("products",)
+
+    def setup(self, index: SearchIndex) -> None:
+        index.define("products", fields={"sku": "keyword", "name": "text", "cents": "int"})
+
+    def reset(self, index: SearchIndex) -> None:
+        index.clear("products")
+
+    def apply(self, event: ProductAdded, index: SearchIndex, record: StoredEvent) -> None:
+        index.put("products", event.sku, {"sku": event.sku, "name": event.name, "cents": int(event.price / CENT)})
+
+    def search(self, query: SearchProducts, index: SearchIndex) -> ProductList:
+        """Products best matching ``text`` within the price bounds; every product by sku when ``text`` is blank."""
+        cents = (_cents(query.min_price, ROUND_CEILING), _cents(query.max_price, ROUND_FLOOR))
+        rows = index.search("products", query.text, limit=query.limit, filters={"cents": cents})
+        found = [ProductSummary(sku=r["sku"], name=r["name"], price=Decimal(r["cents"]) * CENT) for r in rows]
+        return ProductList(products=found)
+
+
+def _cents(price: Decimal | None, rounding: str) -> int | None:
+    return None if price is None else int((price / CENT).to_integral_value(rounding))
 
 
 products = Catalog()
+product_search = ProductSearch()
 
 catalog = Service(
     "catalog",
     description="Products, their prices and search; prices orders for the checkout.",
     commands={AddProduct: add_product, PriceOrder: price_order},
-    queries={SearchProducts: products.search},
-    projections=[products],
+    queries={SearchProducts: product_search.search},
+    projections=[products, product_search],
     aggregates=[Product, Pricing],
 )

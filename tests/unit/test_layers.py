@@ -35,7 +35,18 @@ CORE = [
     "inspection",
     "observability",
 ]
-FORBIDDEN_IN_CORE = ("fastapi", "starlette", "uvicorn", "sqlite3", "psycopg", "asyncpg", "nats", "prometheus_client")
+FORBIDDEN_IN_CORE = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlite3",
+    "psycopg",
+    "asyncpg",
+    "nats",
+    "prometheus_client",
+    "duckdb",
+    "tantivy",
+)
 CORE_MAY_IMPORT = {
     "twofold.errors",
     "twofold.messages",
@@ -104,6 +115,7 @@ BACKENDS = {
     "readmodels/sqlite.py": "twofold.readmodels.sqlite",
     "readmodels/postgres.py": "twofold.readmodels.postgres",
     "readmodels/duckdb.py": "twofold.readmodels.duckdb",
+    "readmodels/tantivy.py": "twofold.readmodels.tantivy",
 }
 
 

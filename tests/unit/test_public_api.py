@@ -25,6 +25,7 @@ MODULES = [
     "twofold.readmodels.duckdb",
     "twofold.readmodels.postgres",
     "twofold.readmodels.sqlite",
+    "twofold.readmodels.tantivy",
     "twofold.rebuilds",
     "twofold.sagas",
     "twofold.store",

@@ -110,6 +110,7 @@ def test_status_shows_each_projection_caught_up_with_its_store(traded: dict[str,
     main = {row["projection"]: row for row in rows if row["tenant"] is None}
     assert {name: row["target"] for name, row in main.items()} == {
         "catalog.products": "sql",
+        "catalog.product-search": "search",
         "inventory.stock": "sql",
         "orders.history": "sql",
         "orders.sales": "warehouse",
@@ -162,6 +163,20 @@ def test_rebuild_replaces_a_corrupted_read_model_by_a_right_one(traded: dict[str
         for c in report["services"]["orders"]
     }
     assert compared == {"orders.history": 3, "orders.history@acme": 3, "orders.sales": 1, "orders.sales@acme": 1}
+
+
+def test_rebuild_swaps_in_a_search_index_rebuilt_from_the_events(traded: dict[str, str]) -> None:
+    rebuilt = twofold(traded, "projections", "rebuild", SHOP, "catalog.product-search")
+    report = as_json(twofold(traded, "check", SHOP, "--service", "catalog", "--json"))
+
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "catalog.product-search rebuilt up to position" in rebuilt.output
+    assert report["consistent"] is True
+    compared = {
+        c["projection"] + (f"@{c['tenant']}" if c["tenant"] else ""): c["rows_compared"]
+        for c in report["services"]["catalog"]
+    }
+    assert compared["catalog.product-search"] == compared["catalog.product-search@acme"] == 2
 
 
 def test_a_warehouse_model_is_checked_and_rebuilt_from_the_command_line(traded: dict[str, str]) -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from pydantic import ValidationError
 
-from examples.shop.catalog import OrderPriced, ProductAdded, ProductList, ProductSummary, SearchProducts, products
+from examples.shop.catalog import (
+    OrderPriced,
+    ProductAdded,
+    ProductList,
+    ProductSummary,
+    SearchProducts,
+    product_search,
+    products,
+)
 from examples.shop.common import Line, PricedLine
 from examples.shop.inventory import (
     Stock,
@@ -32,6 +41,7 @@ from twofold.testing import SCENARIO_START, projection_scenario
 MUG = ProductAdded(sku="A-1", name="Blue mug", price=Decimal("9.50"))
 TEA = ProductAdded(sku="B-2", name="Green tea", price=Decimal("4.25"))
 CUP = ProductAdded(sku="C-3", name="Blue cup", price=Decimal("3.00"))
+RACK = ProductAdded(sku="D-4", name="Mug rack", price=Decimal("12.00"))
 
 
 # -- catalog search ------------------------------------------------------------------------------
@@ -41,27 +51,57 @@ def summary(product: ProductAdded) -> ProductSummary:
     return ProductSummary(sku=product.sku, name=product.name, price=product.price)
 
 
-def test_search_matches_every_word_typed_as_a_prefix() -> None:
-    catalog = projection_scenario(products).given(MUG, TEA, CUP)
+def test_search_matches_every_word_and_the_last_as_a_prefix_best_match_first() -> None:
+    search = projection_scenario(product_search).given(MUG, TEA, CUP, RACK)
 
-    catalog.then_query(SearchProducts(text="blu mu"), ProductList(products=[summary(MUG)]))
-    catalog.then_query(SearchProducts(text="tea"), ProductList(products=[summary(TEA)]))
+    search.then_query(SearchProducts(text="blue mu"), ProductList(products=[summary(MUG)]))
+    search.then_query(SearchProducts(text="blu"), ProductList(products=[summary(MUG), summary(CUP)]))
+    search.then_query(SearchProducts(text="tea"), ProductList(products=[summary(TEA)]))
+    search.then_query(SearchProducts(text="mug"), ProductList(products=[summary(MUG), summary(RACK)]))
 
 
-def test_an_empty_search_lists_every_product_by_name() -> None:
-    catalog = projection_scenario(products).given(MUG, TEA, CUP)
+def test_search_forgives_a_typo_in_words_of_four_letters_or_more() -> None:
+    search = projection_scenario(product_search).given(MUG, TEA, CUP)
 
-    catalog.then_query(SearchProducts(), ProductList(products=[summary(CUP), summary(MUG), summary(TEA)]))
+    search.then_query(SearchProducts(text="bleu mug"), ProductList(products=[summary(MUG)]))
+    search.then_query(SearchProducts(text="gren tea"), ProductList(products=[summary(TEA)]))
+    search.then_query(SearchProducts(text="cpu"), ProductList(products=[]))  # three letters: as typed only
+
+
+def test_search_keeps_the_products_within_the_price_bounds() -> None:
+    search = projection_scenario(product_search).given(MUG, TEA, CUP)
+
+    search.then_query(SearchProducts(text="blue", max_price=Decimal(5)), ProductList(products=[summary(CUP)]))
+    search.then_query(
+        SearchProducts(min_price=Decimal("4.25"), max_price=Decimal("9.50")),
+        ProductList(products=[summary(MUG), summary(TEA)]),
+    )
+
+
+def test_an_empty_search_lists_every_product_by_sku() -> None:
+    search = projection_scenario(product_search).given(TEA, CUP, MUG)
+
+    search.then_query(SearchProducts(), ProductList(products=[summary(MUG), summary(TEA), summary(CUP)]))
+    search.then_query(SearchProducts(limit=2), ProductList(products=[summary(MUG), summary(TEA)]))
 
 
 def test_search_reads_no_query_syntax_from_what_a_client_types() -> None:
-    projection_scenario(products).given(MUG).then_query(SearchProducts(text='mug" OR *'), ProductList(products=[]))
+    search = projection_scenario(product_search).given(MUG)
+
+    search.then_query(SearchProducts(text='mug" OR *'), ProductList(products=[]))
+    search.then_query(SearchProducts(text='"blue" (mug'), ProductList(products=[summary(MUG)]))
 
 
-def test_search_works_alike_on_postgresql(postgres_url: str) -> None:
+def test_a_search_with_bounds_the_wrong_way_round_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match=r"max_price\n.*max_price must be at least min_price \(10\)"):
+        SearchProducts(min_price=Decimal(10), max_price=Decimal(5))
+    with pytest.raises(ValidationError, match="limit"):
+        SearchProducts(limit=0)
+
+
+def test_the_product_table_works_alike_on_postgresql(postgres_url: str) -> None:
     catalog = projection_scenario(products, database_url=postgres_url).given(MUG, TEA, CUP)
 
-    catalog.then_query(SearchProducts(text="blu mu"), ProductList(products=[summary(MUG)]))
     catalog.then_rows("products", [{"sku": "A-1"}, {"sku": "B-2"}, {"sku": "C-3"}])
 
 
