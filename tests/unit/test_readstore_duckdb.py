@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.readstore_contract import OpenStore, ReadStoreContract
+from twofold.errors import StoreError
 from twofold.readmodels import Database
 from twofold.readmodels.duckdb import DuckDBReadStore, to_duckdb
 
@@ -69,3 +70,50 @@ async def test_a_swap_keeps_the_shadows_primary_key_and_decimal_columns(tmp_path
 
 def scratch_files(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if "scratch" in p.name]
+
+
+async def test_rows_inserted_one_by_one_land_in_order_and_every_read_between_sees_those_before_it(
+    tmp_path: Path,
+) -> None:
+    store = DuckDBReadStore(tmp_path / "warehouse.duckdb")
+    seen: list[int] = []
+    try:
+
+        def fill(db: Database) -> None:
+            db.execute("CREATE TABLE facts (n INTEGER PRIMARY KEY, label TEXT)")
+            for n in range(2_500):  # more than one multi-row INSERT holds
+                db.execute("INSERT INTO facts VALUES (?, ?)", (n, f"n{n}"))
+                if n % 1_000 == 999:
+                    found = db.fetch_one("SELECT count(*) AS c FROM facts")
+                    assert found is not None
+                    seen.append(found["c"])
+            db.execute("UPDATE facts SET label = 'last' WHERE n = ?", (2_499,))  # after the held rows
+            db.executemany("INSERT INTO facts (n, label) VALUES (?, ?)", [(5_000, "a"), (5_001, "b")])
+
+        await store.transact("test.facts", fill, position=7)
+
+        rows = await store.read(lambda db: db.fetch_all("SELECT n, label FROM facts ORDER BY n"))
+        assert seen == [1_000, 2_000]
+        assert [r["n"] for r in rows] == [*range(2_500), 5_000, 5_001]
+        assert rows[2_499]["label"] == "last"
+        assert await store.checkpoint("test.facts") == 7
+    finally:
+        await store.close()
+
+
+async def test_a_duplicate_among_held_rows_fails_the_batch_and_writes_nothing(tmp_path: Path) -> None:
+    store = DuckDBReadStore(tmp_path / "warehouse.duckdb")
+    try:
+        await store.transact("test.facts", lambda db: db.execute("CREATE TABLE facts (n INTEGER PRIMARY KEY)"))
+
+        def duplicate(db: Database) -> None:
+            for n in (1, 2, 1):
+                db.execute("INSERT INTO facts VALUES (?)", (n,))
+
+        with pytest.raises(StoreError):
+            await store.transact("test.facts", duplicate, expected=0, position=3)
+
+        assert await store.read(lambda db: db.fetch_all("SELECT n FROM facts")) == []
+        assert await store.checkpoint("test.facts") == 0
+    finally:
+        await store.close()
