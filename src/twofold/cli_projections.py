@@ -49,7 +49,13 @@ from twofold.tenancy import Tenancy, known_tenants
 __all__ = ["register"]
 
 T = TypeVar("T")
-console = Console(stderr=True)  # progress and tables; --json output alone goes to stdout
+
+
+def _console() -> Console:
+    """Progress and tables go to stderr (``--json`` output alone to stdout). Made for each use: the
+    terminal's width (``COLUMNS``) is read when a console is made, and may differ between commands."""
+    return Console(stderr=True)
+
 
 Target = Annotated[str, typer.Argument(help="A Service or a System, as module:attribute (examples.shop:shop)")]
 ServiceName = Annotated[str | None, typer.Option("--service", help="Of a System: this service only")]
@@ -119,7 +125,7 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(work())
     except (TwofoldError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _console().print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
 
 
@@ -138,11 +144,11 @@ def _owner(target: str, service_name: str | None, name: str) -> tuple[Service, d
 @contextmanager
 def _progress_bars(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A callback drawing a bar per projection (and tenant) as it goes; silent with ``--json`` or off a terminal."""
-    if quiet or not console.is_terminal:
+    if quiet or not _console().is_terminal:
         yield lambda label, position, head: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bars:
+    with Progress(*columns, console=_console(), transient=True) as bars:
         tasks: dict[str, Any] = {}
 
         def advance(label: str, position: int, head: int) -> None:
@@ -207,10 +213,12 @@ def status(target: Target, service_name: ServiceName = None, as_json: AsJson = F
             lag,
             shown,
         )
-    console.print(table)
-    console.print("A tenant's position is the last of its own events applied; its lag is the projection's.")
+    _console().print(table)
+    _console().print("A tenant's position is the last of its own events applied; its lag is the projection's.")
     if any(row["failing"] for row in rows):
-        console.print("failing: the position of the batch its runner keeps retrying, how often it failed, the error.")
+        _console().print(
+            "failing: the position of the batch its runner keeps retrying, how often it failed, the error."
+        )
 
 
 def _failing_cell(failing: dict[str, Any]) -> str:
@@ -253,7 +261,7 @@ def rebuild(target: Target, name: ProjectionName, service_name: ServiceName = No
     if as_json:
         _print_json(outcome)
     else:
-        console.print(f"[green]{name}[/green] rebuilt up to position {outcome['position']} and swapped in")
+        _console().print(f"[green]{name}[/green] rebuilt up to position {outcome['position']} and swapped in")
 
 
 @projections.command("reset")
@@ -294,7 +302,7 @@ def reset(
     if as_json:
         _print_json(outcome)
     else:
-        console.print(f"[green]{name}[/green] reset and replayed up to position {outcome['position']}")
+        _console().print(f"[green]{name}[/green] reset and replayed up to position {outcome['position']}")
 
 
 # -- dead letters ----------------------------------------------------------------------------------
@@ -349,7 +357,7 @@ def list_dead_letters(
             row["parked_at"],
             row["error"],
         )
-    console.print(table if rows else "No parked messages.")
+    _console().print(table if rows else "No parked messages.")
 
 
 @dead_letters.command("retry")
@@ -389,7 +397,7 @@ def retry_dead_letters(
     table = Table("service", "source", "imported", "still parked")
     for row in retried:
         table.add_row(row["service"], row["source"], str(row["imported"]), str(row["parked"]))
-    console.print(table if retried else "No service here imports from another.")
+    _console().print(table if retried else "No service here imports from another.")
 
 
 # -- check -----------------------------------------------------------------------------------------
@@ -449,14 +457,15 @@ def _print_report(reports: list[tuple[str, ConsistencyReport]]) -> None:
                 "[green]0[/green]" if not found else f"[red]{found}[/red]",
                 f"{c.elapsed:.2f}",
             )
-    console.print(table)
+    out = _console()
+    out.print(table)
     for _, report in reports:
         for c in report.checks:
             for d in c.differences:
-                console.print(f"[red]✗[/red] {c.label}: {d.describe()}", highlight=False)
+                out.print(f"[red]✗[/red] {c.label}: {d.describe()}", highlight=False)
                 if d.kind != "definition":
-                    console.print(
+                    out.print(
                         f"    from {', '.join(map(str, d.events)) or 'no event mentions its key'}", highlight=False
                     )
             if c.unreported:
-                console.print(f"    … and {c.unreported} more in {c.label}")
+                out.print(f"    … and {c.unreported} more in {c.label}")

@@ -60,12 +60,19 @@ class Settings:
     port: int = 8000
     nats_url: str | None = None
     query_database_url: str | None = None  # where the queries role reads; None: read_database_url
-    warehouse_url: str = ""  # empty: beside the event store (see from_env)
-    search_url: str = ""
+    warehouse_url: str | None = None  # None: beside the event store, named after the service
+    search_url: str | None = None
 
-    def target_url(self, target: str) -> str:
-        """Where ``target``'s store is: the read database for ``"sql"``."""
-        return {"sql": self.read_database_url, "warehouse": self.warehouse_url, "search": self.search_url}[target]
+    def target_url(self, target: str, service: str) -> str:
+        """Where ``service``'s store of ``target`` is: the read database for ``"sql"``; the embedded
+        targets' default is beside a SQLite event store (``data/`` otherwise)."""
+        folder = _folder_of(self.database_url)
+        chosen = {"sql": self.read_database_url, "warehouse": self.warehouse_url, "search": self.search_url}[target]
+        defaults = {
+            "warehouse": f"duckdb:///{folder / service}-warehouse.duckdb",
+            "search": f"tantivy:///{folder / service}-search",
+        }
+        return chosen or defaults[target]
 
     @classmethod
     def from_env(cls, service: Service, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -78,9 +85,8 @@ class Settings:
         nats_url = environ.get("TWOFOLD_NATS_URL") or None
         if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
             raise ConfigurationError(f"TWOFOLD_NATS_URL must be nats://host:port or tls://host:port (got {nats_url!r})")
-        folder = _folder_of(database_url)
-        warehouse_url = environ.get("TWOFOLD_WAREHOUSE_URL") or f"duckdb:///{folder / service.name}-warehouse.duckdb"
-        search_url = environ.get("TWOFOLD_SEARCH_URL") or f"tantivy:///{folder / service.name}-search"
+        warehouse_url = environ.get("TWOFOLD_WAREHOUSE_URL") or None
+        search_url = environ.get("TWOFOLD_SEARCH_URL") or None
         host = environ.get("HOST") or "127.0.0.1"
         query_url = environ.get("TWOFOLD_QUERY_DATABASE_URL") or None
         return cls(database_url, read_url, host, int(port), nats_url, query_url, warehouse_url, search_url)
@@ -244,7 +250,7 @@ def open_target_store(target: str, url: str) -> ReadStore[Any]:
 
         return DuckDBReadStore(url.removeprefix("duckdb:///"))
     if url.startswith("tantivy:///") and url != "tantivy:///":
-        try:  # imported by name: the search store is an optional part, built apart from this module
+        try:  # imported by name: tantivy is an optional extra (twofold[search])
             tantivy = importlib.import_module("twofold.readmodels.tantivy")
         except ModuleNotFoundError as exc:
             raise ConfigurationError(
@@ -267,7 +273,9 @@ def open_targets(
     A target no projection names is not opened: a service without reports has no warehouse file.
     """
     named = [t for t in TARGETS if t != "sql" and any(p.target == t for p in service.projections)]
-    return {t: open_target_store(t, settings.target_url(t)) for t in named if targets is None or t in targets}
+    return {
+        t: open_target_store(t, settings.target_url(t, service.name)) for t in named if targets is None or t in targets
+    }
 
 
 def _is_postgres(url: str) -> bool:

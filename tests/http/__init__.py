@@ -16,6 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from twofold import Runtime, Service
+from twofold.config import Settings, open_targets
 from twofold.http import create_app
 from twofold.readmodels import ReadStore
 from twofold.readmodels.sqlite import SQLiteReadStore
@@ -87,10 +88,13 @@ async def serve(
         store, read_store = SQLiteEventStore(tmp_path / "events.db"), SQLiteReadStore(tmp_path / "read.db")
     if not read_models:
         await read_store.close()
+    # The warehouse and search targets the service's projections name, embedded beside the event store.
+    targets = open_targets(service, Settings(f"sqlite:///{tmp_path / 'events.db'}", "")) if read_models else {}
     runtime = Runtime(
         service,
         store=store,
         read_store=read_store if read_models else None,
+        targets=targets,
         max_attempts=max_attempts,
         workers=workers,
     )

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 
 import httpx
 import pytest
 
-from examples.shop.catalog import AddProduct, SearchProducts, catalog
+from examples.shop.catalog import catalog
+from examples.shop.inventory import ReceiveStock, StockLevel, inventory
 from twofold.config import Settings, runtime_for
 from twofold.embedded import database_url_variable, service_environ
 from twofold.errors import NotCaughtUp, NotFound, StoreError
@@ -96,15 +96,15 @@ class Replicated:
 async def replicated(database: tuple[str, str], replica: PostgresReplica) -> AsyncIterator[Replicated]:
     primary_url, replica_url = database
     settings = Settings(primary_url, primary_url, query_database_url=replica_url)
-    primary = runtime_for(catalog, settings, "all")
+    primary = runtime_for(inventory, settings, "all")
     await primary.start()
     replica.wait_until_caught_up()  # the projection's tables, made as it started
-    queries = runtime_for(catalog, settings, "queries")
+    queries = runtime_for(inventory, settings, "queries")
     app = create_app(queries, commands=False, query_timeout=WAIT)
     try:
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as http,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://inventory") as http,
         ):
             yield Replicated(primary, queries, http)
     finally:
@@ -117,41 +117,45 @@ async def test_read_your_writes_waits_for_what_the_replica_has_replayed(
 ) -> None:
     assert isinstance(replicated.queries.read_store, PostgresReadStore)
     assert replicated.queries.read_store.read_only
+    await replicated.primary.execute(ReceiveStock(sku="M-1", quantity=2))
+    await replicated.primary.catch_up()
+    replica.wait_until_caught_up()
     replica.pause_replay()
-    added = await replicated.primary.execute(AddProduct(sku="M-1", name="Mug", price=Decimal("4.00")))
+    added = await replicated.primary.execute(ReceiveStock(sku="M-1", quantity=3))
     assert added.position is not None
     await replicated.primary.catch_up()  # committed on the primary, checkpoint included
 
     # Without a position the replica answers at once, from what it has: its documented staleness.
-    assert (await replicated.queries.query(SearchProducts())).products == []
+    assert (await replicated.queries.query(StockLevel(sku="M-1"))).available == 2
     # With one it waits for the replica, not the primary, and gives up rather than answer stale.
     with pytest.raises(NotCaughtUp) as refused:
-        await replicated.queries.query(SearchProducts(), min_position=added.position, timeout=WAIT)
+        await replicated.queries.query(StockLevel(sku="M-1"), min_position=added.position, timeout=WAIT)
     assert refused.value.current < added.position
     wait = {"X-Min-Position": str(added.position)}
-    answer = await replicated.http.get("/queries/SearchProducts", headers=wait)
+    answer = await replicated.http.get("/queries/StockLevel", params={"sku": "M-1"}, headers=wait)
     assert answer.status_code == 504, answer.text
     assert answer.json()["required_position"] == added.position
 
     replica.resume_replay()
 
-    found = await replicated.queries.query(SearchProducts(), min_position=added.position, timeout=CATCH_UP)
-    assert [p.sku for p in found.products] == ["M-1"]
-    answer = await replicated.http.get("/queries/SearchProducts", headers=wait)
+    found = await replicated.queries.query(StockLevel(sku="M-1"), min_position=added.position, timeout=CATCH_UP)
+    assert found.available == 5
+    answer = await replicated.http.get("/queries/StockLevel", params={"sku": "M-1"}, headers=wait)
     assert answer.status_code == 200, answer.text
-    assert [p["sku"] for p in answer.json()["products"]] == ["M-1"]
+    assert answer.json() == {"sku": "M-1", "available": 5}
 
 
 async def test_a_tenant_is_read_on_the_replica_once_the_primary_has_projected_for_it(replicated: Replicated) -> None:
-    added = await replicated.primary.execute(AddProduct(sku="T-1", name="Teapot", price=Decimal("9.00")), tenant="acme")
+    added = await replicated.primary.execute(ReceiveStock(sku="T-1", quantity=4), tenant="acme")
     assert added.position is not None
     await replicated.primary.catch_up()
 
     found = await replicated.queries.query(
-        SearchProducts(), min_position=added.position, timeout=CATCH_UP, tenant="acme"
+        StockLevel(sku="T-1"), min_position=added.position, timeout=CATCH_UP, tenant="acme"
     )
 
-    assert [p.sku for p in found.products] == ["T-1"]
-    assert (await replicated.queries.query(SearchProducts())).products == []  # not in the untenanted models
+    assert found.available == 4
+    with pytest.raises(NotFound, match="No stock was ever received"):  # not in the untenanted models
+        await replicated.queries.query(StockLevel(sku="T-1"))
     with pytest.raises(NotFound, match="'globex' has no read models on this replica"):
-        await replicated.queries.query(SearchProducts(), tenant="globex")
+        await replicated.queries.query(StockLevel(sku="T-1"), tenant="globex")

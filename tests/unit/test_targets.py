@@ -145,9 +145,10 @@ def test_the_target_stores_default_beside_the_event_store_and_follow_their_varia
         service, {"TWOFOLD_WAREHOUSE_URL": "duckdb:////srv/w.duckdb", "TWOFOLD_SEARCH_URL": "tantivy:////srv/s"}
     )
 
-    assert defaults.warehouse_url == "duckdb:///var/shop/targets-warehouse.duckdb"
-    assert defaults.search_url == "tantivy:///var/shop/targets-search"
-    assert (chosen.warehouse_url, chosen.search_url) == ("duckdb:////srv/w.duckdb", "tantivy:////srv/s")
+    assert defaults.target_url("warehouse", "targets") == "duckdb:///var/shop/targets-warehouse.duckdb"
+    assert defaults.target_url("search", "targets") == "tantivy:///var/shop/targets-search"
+    chosen_urls = (chosen.target_url("warehouse", "targets"), chosen.target_url("search", "targets"))
+    assert chosen_urls == ("duckdb:////srv/w.duckdb", "tantivy:////srv/s")
 
 
 def test_a_target_url_no_store_can_open_is_refused_naming_its_variable() -> None:

@@ -131,7 +131,7 @@ def test_status_shows_a_failing_projection_s_error_until_its_runner_gets_past_it
 
     in_the_shop(traded, break_stock)
     rows = as_json(twofold(traded, "projections", "status", SHOP, "--service", "inventory", "--json"))["projections"]
-    shown = twofold(traded, "projections", "status", SHOP, "--service", "inventory", env={"COLUMNS": "250"})
+    shown = twofold(traded, "projections", "status", SHOP, "--service", "inventory", env={"COLUMNS": "320"})
 
     [stock] = [row for row in rows if row["projection"] == "inventory.stock" and row["tenant"] is None]
     assert (stock["lag"], stock["failing"]["position"]) == (1, stock["head"])

@@ -46,6 +46,7 @@ __all__ = ["NatsServer", "PostgresReplica", "PostgresServer", "ServiceProcess", 
 SERVER_USER = "twofold-postgres"  # the system user PostgreSQL runs as when we are root
 START_TIMEOUT = 30.0  # seconds
 STOP_TIMEOUT = 15.0  # seconds before a fast shutdown becomes a kill
+MAX_SOCKET_PATH = 107  # bytes: what PostgreSQL allows a Unix socket's path (sun_path less its NUL)
 
 
 def free_port() -> int:
@@ -192,9 +193,15 @@ class PostgresServer(_Server):
         if not (self.data / "PG_VERSION").exists():
             self._create_cluster()
         options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
-        command = [str(_binaries() / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.directory)]
+        command = [str(_binaries() / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", self._sockets()]
         self._launch([*command, *options], functools.partial(_become_server, self._user))
         self._wait_until_ready()
+
+    def _sockets(self) -> str:
+        """The server's folder for its Unix socket, or none (TCP only) where the socket's path would be
+        longer than the 107 bytes PostgreSQL allows: deep folders, as pytest's, would not start."""
+        fits = len(f"{self.directory}/.s.PGSQL.{self.port}".encode()) <= MAX_SOCKET_PATH
+        return str(self.directory) if fits else ""
 
     def start_replica(self, directory: Path | None = None, *, port: int | None = None) -> PostgresReplica:
         """Start a streaming replica (a hot standby) of this running server; see :class:`PostgresReplica`."""
