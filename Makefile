@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APP    ?= shop
 PYTEST_ARGS ?=
 
-.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench bench-tracing token
+.PHONY: install run run-postgres run-cluster test fuzz lint typecheck clean bench bench-tracing bench-read-side token
 
 CHROMIUM := /usr/bin/chromium
 # apt-get needs root: sudo when we are not. A machine where it cannot run fails here, loudly,
@@ -64,6 +64,10 @@ bench: $(BENCH_STAMP)  ## twofold beside eventsourcing and the raw drivers, SQLi
 
 bench-tracing: install  ## what tracing costs a command: append_per_command with tracing off and on (docs/observability.md)
 	$(BIN)/python -m benchmarks.tracing $(if $(filter 1,$(QUICK)),--quick)
+
+EVENTS ?= 1000000
+bench-read-side: install  ## each read-model target's catch-up and query latency over $(EVENTS) events (docs/read-side.md)
+	$(BIN)/python -m benchmarks.read_targets --events $(EVENTS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
