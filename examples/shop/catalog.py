@@ -19,6 +19,7 @@ from twofold import (
     Database,
     DomainError,
     Event,
+    NotFound,
     Projection,
     Query,
     Service,
@@ -78,6 +79,12 @@ class SearchProducts(Query):
         if value is not None and least is not None and value < least:
             raise ValueError(f"max_price must be at least min_price ({least})")
         return value
+
+
+class GetProduct(Query):
+    """One product by its sku: a lookup, from the read database (a replica's in cluster mode)."""
+
+    sku: Sku
 
 
 class ProductSummary(BaseModel):
@@ -158,6 +165,12 @@ class Catalog(Projection, name="catalog.products"):
             "INSERT INTO products (sku, name, price) VALUES (?, ?, ?)", (event.sku, event.name, str(event.price))
         )
 
+    def get(self, query: GetProduct, db: Database) -> ProductSummary:
+        row = db.fetch_one("SELECT sku, name, price FROM products WHERE sku = ?", (query.sku,))
+        if row is None:
+            raise NotFound(f"No product has sku {query.sku}")
+        return ProductSummary(sku=row["sku"], name=row["name"], price=Decimal(row["price"]))
+
 
 class ProductSearch(Projection, name="catalog.product-search"):
     """The search box: products found by the words of their names, as typed, as a prefix, or despite a typo.
@@ -199,7 +212,7 @@ catalog = Service(
     "catalog",
     description="Products, their prices and search; prices orders for the checkout.",
     commands={AddProduct: add_product, PriceOrder: price_order},
-    queries={SearchProducts: product_search.search},
+    queries={GetProduct: products.get, SearchProducts: product_search.search},
     projections=[products, product_search],
     aggregates=[Product, Pricing],
 )

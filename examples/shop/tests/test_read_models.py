@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from examples.shop.catalog import (
+    GetProduct,
     OrderPriced,
     ProductAdded,
     ProductList,
@@ -49,6 +50,14 @@ RACK = ProductAdded(sku="D-4", name="Mug rack", price=Decimal("12.00"))
 
 def summary(product: ProductAdded) -> ProductSummary:
     return ProductSummary(sku=product.sku, name=product.name, price=product.price)
+
+
+def test_a_product_is_looked_up_by_its_sku_in_the_read_database() -> None:
+    catalog = projection_scenario(products).given(MUG, TEA)
+
+    catalog.then_query(GetProduct(sku="B-2"), summary(TEA))
+    with pytest.raises(NotFound, match="No product has sku Z-9"):
+        catalog.ask(GetProduct(sku="Z-9"))
 
 
 def test_search_matches_every_word_and_the_last_as_a_prefix_best_match_first() -> None:
