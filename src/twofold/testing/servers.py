@@ -313,7 +313,8 @@ class PostgresReplica(PostgresServer):
     def replay_lag_bytes(self) -> int:
         """How far, in bytes of WAL, what this replica has applied is behind what its primary has written."""
         current = self.primary.sql("SELECT pg_current_wal_lsn()")  # an LSN PostgreSQL printed, safe to quote
-        return int(self.sql(f"SELECT pg_wal_lsn_diff('{current}', pg_last_wal_replay_lsn())"))
+        # The primary goes on writing: by the time the replica is asked, it may have replayed past that LSN.
+        return max(int(self.sql(f"SELECT pg_wal_lsn_diff('{current}', pg_last_wal_replay_lsn())")), 0)
 
     def wait_until_caught_up(self, timeout: float = START_TIMEOUT) -> float:
         """Wait until this replica has applied all its primary had written when called; return the seconds it took."""
