@@ -393,11 +393,12 @@ CREATE TABLE IF NOT EXISTS sale_lines (
     price DECIMAL(12, 2) NOT NULL, revenue DECIMAL(18, 2) NOT NULL, position BIGINT NOT NULL,
     PRIMARY KEY (order_id, sku))
 """
-# One statement for all of a priced order's lines: its VALUES list has a row of placeholders per
-# line (literal text only). An order is priced once: the checkout asks once, and the catalog
-# applies each command id once.
-ADD_PRICED_LINES = "INSERT INTO sale_lines (order_id, sku, day, quantity, price, revenue, position) VALUES "
-PRICED_LINE = "(?, ?, NULL, ?, ?, ?, ?)"
+# A row per line, undated until the order is confirmed. The warehouse sends consecutive rows as one
+# multi-row INSERT. An order is priced once: the checkout asks once, and the catalog applies each
+# command id once.
+ADD_PRICED_LINE = (
+    "INSERT INTO sale_lines (order_id, sku, day, quantity, price, revenue, position) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 CONFIRM_SALE = "UPDATE sale_lines SET day = ?, position = ? WHERE order_id = ?"
 DROP_SALE = "DELETE FROM sale_lines WHERE order_id = ?"
 SALES_BY_DAY = """
@@ -438,11 +439,19 @@ class SalesFacts(Projection, name="orders.sales"):
     ) -> None:
         match event:
             case OrderPriced():
-                values = [
-                    (event.order_id, line.sku, line.quantity, line.price, line.price * line.quantity, record.position)
+                rows = [
+                    (
+                        event.order_id,
+                        line.sku,
+                        None,
+                        line.quantity,
+                        line.price,
+                        line.price * line.quantity,
+                        record.position,
+                    )
                     for line in event.lines
                 ]
-                db.execute(_add_lines(len(values)), [value for row in values for value in row])
+                db.executemany(ADD_PRICED_LINE, rows)
             case OrderConfirmed():
                 day = record.recorded_at.astimezone(UTC).date()
                 db.execute(CONFIRM_SALE, (day, record.position, event.order_id))
@@ -468,10 +477,6 @@ class SalesFacts(Projection, name="orders.sales"):
 
 
 @functools.lru_cache(maxsize=128)
-def _add_lines(count: int) -> str:
-    return ADD_PRICED_LINES + ", ".join([PRICED_LINE] * count)
-
-
 def _one_day(db: Database, sql: str, params: tuple[object, ...], column: str) -> date:
     row = db.fetch_one(sql, params)
     assert row is not None  # a SELECT without FROM answers one row

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import typing
@@ -250,15 +249,11 @@ def open_target_store(target: str, url: str) -> ReadStore[Any]:
 
         return DuckDBReadStore(url.removeprefix("duckdb:///"))
     if url.startswith("tantivy:///") and url != "tantivy:///":
-        try:  # imported by name: tantivy is an optional extra (twofold[search])
-            tantivy = importlib.import_module("twofold.readmodels.tantivy")
-        except ModuleNotFoundError as exc:
-            raise ConfigurationError(
-                f"{variable}={url!r} needs the tantivy search store (twofold.readmodels.tantivy and the tantivy"
-                f" package), which this installation lacks: {exc}"
-            ) from exc
-        store: ReadStore[Any] = tantivy.TantivyReadStore(url.removeprefix("tantivy:///"))
-        return store
+        try:  # tantivy is an optional extra (twofold[search])
+            from twofold.readmodels.tantivy import TantivyReadStore
+        except ImportError as exc:
+            raise ConfigurationError(f"{variable}={url!r} needs the search store: {exc}") from exc
+        return TantivyReadStore(url.removeprefix("tantivy:///"))
     raise ConfigurationError(
         f"{variable}={url!r} is not a store this installation can open; use duckdb:///path/to/file.duckdb"
         " or tantivy:///path/to/directory"
